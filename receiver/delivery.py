@@ -135,6 +135,10 @@ class HandlerOptions(BaseModel):
     circuit: CircuitPolicy = CircuitPolicy()
     rate_limit_per_second: float | None = Field(default=None, gt=0)
     concurrency: int = Field(default=4, ge=1, le=64)
+    enrich: bool = Field(
+        default=False,
+        description="fill missing call fields (phone number, metadata) from GET /v1/sessions/{id}",
+    )
 
     @field_validator("events")
     @classmethod
