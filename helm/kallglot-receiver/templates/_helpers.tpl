@@ -1,0 +1,205 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "kallglot-receiver.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: release-chart, unless the release name already contains the chart's. */}}
+{{- define "kallglot-receiver.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kallglot-receiver.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kallglot-receiver.labels" -}}
+helm.sh/chart: {{ include "kallglot-receiver.chart" . }}
+{{ include "kallglot-receiver.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kallglot-receiver
+{{- end }}
+
+{{- define "kallglot-receiver.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kallglot-receiver.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kallglot-receiver.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kallglot-receiver.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kallglot-receiver.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding credentials: the user's existingSecret or the chart's own. */}}
+{{- define "kallglot-receiver.secretName" -}}
+{{- default (include "kallglot-receiver.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{- define "kallglot-receiver.isPostgres" -}}
+{{- if eq .Values.database.type "postgresql" }}true{{ end }}
+{{- end }}
+
+{{/* PostgreSQL with the migration Job: pods must not migrate on start. */}}
+{{- define "kallglot-receiver.migrationJob" -}}
+{{- if and (include "kallglot-receiver.isPostgres" .) .Values.database.migrations.job }}true{{ end }}
+{{- end }}
+
+{{/* Key/value pairs of the chart-made Secret (shared by the Secret and the migration hook's copy). */}}
+{{- define "kallglot-receiver.secretData" -}}
+{{- $s := .Values.secrets -}}
+{{- if $s.apiKey }}
+KALLGLOT_API_KEY: {{ $s.apiKey | b64enc | quote }}
+{{- end }}
+{{- if $s.webhookSecrets }}
+KALLGLOT_WEBHOOK_SECRETS: {{ join "," $s.webhookSecrets | b64enc | quote }}
+{{- end }}
+{{- if $s.inboundSecrets }}
+RECEIVER_INBOUND_SECRETS: {{ join "," $s.inboundSecrets | b64enc | quote }}
+{{- end }}
+{{- if $s.adminToken }}
+RECEIVER_ADMIN_TOKEN: {{ $s.adminToken | b64enc | quote }}
+{{- end }}
+{{- if $s.sentryDsn }}
+SENTRY_DSN: {{ $s.sentryDsn | b64enc | quote }}
+{{- end }}
+{{- if and (include "kallglot-receiver.isPostgres" .) .Values.database.postgresql.url }}
+RECEIVER_DATABASE_URL: {{ .Values.database.postgresql.url | b64enc | quote }}
+{{- end }}
+{{- range $name, $value := $s.handlerCredentials }}
+{{ $name }}: {{ $value | toString | b64enc | quote }}
+{{- end }}
+{{- end }}
+
+{{/* config.yaml of the ConfigMap: non-secret settings and the handlers list. */}}
+{{- define "kallglot-receiver.configFile" -}}
+{{- $c := .Values.config -}}
+kallglot_api_url: {{ $c.kallglotApiUrl | quote }}
+analysis_profile: {{ $c.analysisProfile | quote }}
+analysis_include: {{ $c.analysisInclude | quote }}
+trigger: {{ $c.trigger | quote }}
+webhook_tolerance_seconds: {{ $c.webhookToleranceSeconds }}
+poll_after_seconds: {{ $c.pollAfterSeconds }}
+analysis_deadline_seconds: {{ $c.analysisDeadlineSeconds }}
+credit_reserve: {{ $c.creditReserve }}
+min_duration_seconds: {{ $c.minDurationSeconds }}
+max_body_bytes: {{ $c.maxBodyBytes | int64 }}
+log_format: {{ $c.logFormat | quote }}
+log_level: {{ $c.logLevel | quote }}
+shutdown_grace_seconds: {{ $c.shutdownGraceSeconds }}
+retention_days: {{ $c.retentionDays }}
+event_retention_hours: {{ $c.eventRetentionHours }}
+{{- with $c.sentryEnvironment }}
+sentry_environment: {{ . | quote }}
+{{- end }}
+handlers:
+{{- if .Values.handlers }}
+{{ toYaml .Values.handlers | indent 2 }}
+{{- else }} []
+{{- end }}
+{{- end }}
+
+{{/* Environment shared by the receiver, its check-config init container and the migration Job. */}}
+{{- define "kallglot-receiver.env" -}}
+- name: RECEIVER_CONFIG_FILE
+  value: /etc/kallglot-receiver/config.yaml
+{{- if include "kallglot-receiver.isPostgres" . }}
+{{- if .Values.database.postgresql.existingSecret }}
+- name: RECEIVER_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.postgresql.existingSecret }}
+      key: {{ .Values.database.postgresql.existingSecretKey }}
+{{- end }}
+{{- else }}
+- name: RECEIVER_DATABASE_URL
+  value: {{ printf "sqlite:///%s" .Values.database.sqlite.path | quote }}
+{{- end }}
+- name: RECEIVER_MIGRATE_ON_START
+  value: {{ ternary "false" "true" (eq (include "kallglot-receiver.migrationJob" .) "true") | quote }}
+{{- range $name, $value := .Values.config.extraEnv }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Validation: fail the render with a message an operator can act on. */}}
+{{- define "kallglot-receiver.validate" -}}
+{{- $v := .Values -}}
+{{- if not (has $v.database.type (list "sqlite" "postgresql")) }}
+{{- fail (printf "database.type must be sqlite or postgresql, not %q" $v.database.type) }}
+{{- end }}
+{{- if eq $v.database.type "sqlite" }}
+{{- if gt (int $v.replicaCount) 1 }}
+{{- fail (printf "\n\nSQLite supports exactly one replica (replicaCount=%d): it is a single-writer file on a ReadWriteOnce volume.\nSet replicaCount=1, or use PostgreSQL: --set database.type=postgresql --set database.postgresql.url=postgresql://… (or database.postgresql.existingSecret)." (int $v.replicaCount)) }}
+{{- end }}
+{{- if $v.autoscaling.enabled }}
+{{- fail "\n\nautoscaling.enabled needs PostgreSQL: SQLite supports exactly one replica. Set database.type=postgresql or disable autoscaling." }}
+{{- end }}
+{{- if not $v.persistence.enabled }}
+{{- fail "\n\nSQLite needs persistence.enabled=true: without a persistent volume every restart loses calls and can spend a second credit on them." }}
+{{- end }}
+{{- else }}
+{{- if not (or $v.database.postgresql.url $v.database.postgresql.existingSecret $v.secrets.existingSecret) }}
+{{- fail "\n\ndatabase.type=postgresql needs the URL: set database.postgresql.url, database.postgresql.existingSecret, or put RECEIVER_DATABASE_URL in secrets.existingSecret." }}
+{{- end }}
+{{- end }}
+{{- $drain := add (int $v.config.shutdownGraceSeconds) (int $v.preStopSleepSeconds) }}
+{{- if le (int $v.terminationGracePeriodSeconds) $drain }}
+{{- fail (printf "\n\nterminationGracePeriodSeconds (%d) must exceed config.shutdownGraceSeconds + preStopSleepSeconds (%d): otherwise the kubelet kills pods mid-drain." (int $v.terminationGracePeriodSeconds) $drain) }}
+{{- end }}
+{{- if and $v.sidecar.enabled (not $v.sidecar.containers) }}
+{{- fail "\n\nsidecar.enabled needs sidecar.containers: the telephony platform's containers that share the pod." }}
+{{- end }}
+{{- end }}
+
+{{/* Env, secrets, mounts, resources and security context of the receiver's containers. */}}
+{{- define "kallglot-receiver.containerCommon" -}}
+env:
+  {{- include "kallglot-receiver.env" . | nindent 2 }}
+envFrom:
+  - secretRef:
+      name: {{ include "kallglot-receiver.secretName" . }}
+  {{- with .Values.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+volumeMounts:
+  - name: config
+    mountPath: /etc/kallglot-receiver
+    readOnly: true
+  - name: tmp
+    mountPath: /tmp
+  {{- if not (include "kallglot-receiver.isPostgres" .) }}
+  - name: data
+    mountPath: /data
+  {{- end }}
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+resources:
+  {{- toYaml .Values.resources | nindent 2 }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end }}
