@@ -34,3 +34,15 @@ async def serve(app: Any, *, startup_timeout: float = 5.0) -> AsyncIterator[str]
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=startup_timeout)
+
+
+class Switchboard:
+    """An ASGI app that forwards to whichever app is plugged in: one server, a fresh fake per test."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.app is None:
+            raise RuntimeError("no fake plugged into the switchboard")
+        await self.app(scope, receive, send)
