@@ -76,7 +76,9 @@ def lint(chart_dir: str, kube_version: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     tpl = sub.add_parser("template", help="render the chart to a YAML stream")
     tpl.add_argument("chart")
@@ -93,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "lint":
         return lint(args.chart, args.kube_version)
     try:
-        stream = render(args.chart, user_values(args.values, args.set), name=args.name, namespace=args.namespace)
+        stream = render(
+            args.chart, user_values(args.values, args.set), name=args.name, namespace=args.namespace
+        )
     except helm.HelmError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,326 @@
+"""The Helm chart's specification: what it renders for each values set, and what it refuses.
+
+Renders through Helm's own library (helm-python-sdk, in the cached tools virtualenv that
+.ci/chart-checks builds), exactly like `helm template`. A missing tool fails these tests: it never
+skips them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "kallglot-receiver"
+CI_VALUES = {
+    path.name.removesuffix("-values.yaml"): path for path in sorted((CHART / "ci").glob("*-values.yaml"))
+}
+CONTRACT_METRICS = {
+    "kallglot_api_credits_remaining",
+    "kallglot_api_credits_used",
+    "kallglot_api_ratelimit_remaining",
+    "kallglot_api_ratelimit_limit",
+    "kallglot_api_requests_total",
+    "kallglot_api_request_duration_seconds",
+    "receiver_events_total",
+    "receiver_analyses_started_total",
+    "receiver_analyses_finished_total",
+    "receiver_analysis_duration_seconds",
+    "receiver_call_to_delivery_seconds",
+    "receiver_deliveries_total",
+    "receiver_delivery_duration_seconds",
+    "receiver_backlog",
+    "receiver_oldest_pending_seconds",
+    "receiver_dead_letters",
+    "receiver_credits_paused",
+    "receiver_handler_circuit_open",
+    "receiver_analyses_skipped_total",
+}
+CREDENTIALS = ("--set", "secrets.apiKey=sk_test_x", "--set", "secrets.webhookSecrets={kg_secret}")
+
+
+@functools.cache
+def tools_python() -> str:
+    explicit = os.environ.get("KALLGLOT_CI_TOOLS_PYTHON")
+    if explicit:
+        return explicit
+    result = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "chart-checks"), "--tools-python"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"cannot set up the chart tools (helm-python-sdk):\n{result.stderr[-3000:]}"
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+@functools.cache
+def helm_template(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tools_python(), str(ROOT / "helm" / "render.py"), "template", str(CHART), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    result = helm_template(*args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def render_set(name: str, *args: str) -> list[dict[str, Any]]:
+    return render("-f", str(CI_VALUES[name]), *args)
+
+
+def refusal(*args: str) -> str:
+    result = helm_template(*args)
+    assert result.returncode != 0, "the chart rendered values it must refuse"
+    return result.stderr
+
+
+def one(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind}*{name_suffix}, found {len(found)}"
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]]) -> set[str]:
+    return {d["kind"] for d in docs}
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def receiver(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(c for c in pod_spec(docs)["containers"] if c["name"] == "receiver")
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_ci_values_sets_cover_defaults_postgresql_and_sidecar() -> None:
+    assert {"default", "postgresql", "sidecar"} <= set(CI_VALUES)
+
+
+def test_defaults_render_without_any_values() -> None:
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount"} <= kinds(render())
+
+
+def test_defaults_run_one_sqlite_replica_on_a_persistent_volume() -> None:
+    docs = render_set("default")
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert env_of(receiver(docs))["RECEIVER_DATABASE_URL"] == "sqlite:////data/receiver.db"
+    claim = one(docs, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert {"name": "data", "mountPath": "/data"} in receiver(docs)["volumeMounts"]
+
+
+@pytest.mark.parametrize("args", [("--set", "replicaCount=2"), ("--set", "replicaCount=3")], ids=["2", "3"])
+def test_sqlite_with_more_than_one_replica_is_refused_with_a_clear_message(args: tuple[str, ...]) -> None:
+    message = refusal(*args)
+    assert "SQLite supports exactly one replica" in message
+    assert "database.type=postgresql" in message
+
+
+def test_sqlite_with_autoscaling_is_refused() -> None:
+    assert "autoscaling.enabled needs PostgreSQL" in refusal("--set", "autoscaling.enabled=true")
+
+
+def test_postgresql_without_a_url_is_refused() -> None:
+    assert "needs the URL" in refusal("--set", "database.type=postgresql", "--set", "replicaCount=3")
+
+
+def test_postgresql_three_replicas_migrate_in_a_hook_job_and_not_on_start() -> None:
+    docs = render_set("postgresql")
+    assert one(docs, "Deployment")["spec"].get("replicas", 3) == 3
+    assert "PersistentVolumeClaim" not in kinds(docs)
+    assert env_of(receiver(docs))["RECEIVER_MIGRATE_ON_START"] == "false"
+    job = one(docs, "Job", "-migrate")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    assert env_of(job["spec"]["template"]["spec"]["containers"][0])["RECEIVER_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "receiver-postgres", "key": "uri"}
+    }
+
+
+def test_postgresql_replicas_spread_over_nodes_and_zones() -> None:
+    keys = {c["topologyKey"] for c in pod_spec(render_set("postgresql"))["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+
+
+def test_postgresql_set_renders_every_optional_object() -> None:
+    assert {
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "PodDisruptionBudget",
+        "Ingress",
+        "Job",
+    } <= kinds(render_set("postgresql"))
+
+
+def test_existing_secret_replaces_the_charts_secret() -> None:
+    docs = render_set("postgresql")
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    assert receiver(docs)["envFrom"][0] == {"secretRef": {"name": "kallglot-receiver-credentials"}}
+
+
+def test_credentials_go_to_the_secret_not_the_configmap() -> None:
+    docs = render(*CREDENTIALS, "--set", "secrets.handlerCredentials.CRM_WEBHOOK_SECRET=whsec_abc")
+    assert set(one(docs, "Secret")["data"]) == {
+        "KALLGLOT_API_KEY",
+        "KALLGLOT_WEBHOOK_SECRETS",
+        "CRM_WEBHOOK_SECRET",
+    }
+    assert "sk_test_x" not in json.dumps(one(docs, "ConfigMap"))
+
+
+def test_handlers_and_settings_land_in_the_config_file() -> None:
+    docs = render_set("postgresql")
+    config = yaml.safe_load(one(docs, "ConfigMap", "kallglot-receiver")["data"]["config.yaml"])
+    assert [h["name"] for h in config["handlers"]] == ["crm-bridge", "archive"]
+    assert config["handlers"][0]["secret"] == "${CRM_WEBHOOK_SECRET}"
+    assert config["credit_reserve"] == 100
+    assert env_of(receiver(docs))["RECEIVER_CONFIG_FILE"] == "/etc/kallglot-receiver/config.yaml"
+
+
+def test_a_config_change_rolls_the_pods() -> None:
+    def checksum(*args: str) -> str:
+        annotations = one(render(*args), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    assert checksum() != checksum("--set", "config.logLevel=DEBUG")
+
+
+@pytest.mark.parametrize("values_set", sorted(CI_VALUES))
+def test_every_container_runs_non_root_read_only_without_capabilities(values_set: str) -> None:
+    docs = render_set(values_set)
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] in {"Deployment", "Job"}]
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, container["name"]
+            assert context["allowPrivilegeEscalation"] is False, container["name"]
+            assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+            assert "limits" in container["resources"], container["name"]
+
+
+@pytest.mark.parametrize("values_set", sorted(CI_VALUES))
+def test_probes_use_healthz_and_readyz(values_set: str) -> None:
+    container = receiver(render_set(values_set))
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["args"][:5] == ["serve", "--host", "0.0.0.0", "--port", "8080"]  # noqa: S104
+
+
+@pytest.mark.parametrize("values_set", sorted(CI_VALUES))
+def test_grace_period_outlasts_the_drain(values_set: str) -> None:
+    docs = render_set(values_set)
+    config = yaml.safe_load(one(docs, "ConfigMap", "kallglot-receiver")["data"]["config.yaml"])
+    pre_stop = receiver(docs).get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    assert pod_spec(docs)["terminationGracePeriodSeconds"] > config["shutdown_grace_seconds"] + pre_stop
+
+
+def test_default_grace_period_is_30_seconds_over_a_20_second_drain() -> None:
+    docs = render()
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+    assert (pod_spec(docs)["terminationGracePeriodSeconds"], config["shutdown_grace_seconds"]) == (30, 20)
+
+
+def test_a_grace_period_shorter_than_the_drain_is_refused() -> None:
+    message = refusal("--set", "terminationGracePeriodSeconds=20")
+    assert "terminationGracePeriodSeconds (20) must exceed" in message
+
+
+def test_values_outside_the_schema_are_refused() -> None:
+    message = refusal("--set", "database.type=mysql")
+    assert "/database/type" in message
+
+
+def test_sidecar_mode_puts_the_platform_in_the_receivers_pod_posting_to_localhost() -> None:
+    docs = render_set("sidecar")
+    containers = {c["name"]: c for c in pod_spec(docs)["containers"]}
+    assert set(containers) == {"receiver", "telephony"}
+    assert (
+        env_of(containers["telephony"])["KALLGLOT_RECEIVER_EVENTS_URL"]
+        == "http://127.0.0.1:8080/events/call-ended"
+    )
+    assert {p["name"] for p in one(docs, "Service")["spec"]["ports"]} == {"http", "sip"}
+
+
+def test_sidecar_without_containers_is_refused() -> None:
+    assert "sidecar.containers" in refusal(*CREDENTIALS, "--set", "sidecar.enabled=true")
+
+
+def test_pdb_always_lets_one_pod_go() -> None:
+    assert one(render(), "PodDisruptionBudget")["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "kallglot-receiver",
+                "app.kubernetes.io/instance": "kallglot-receiver",
+            }
+        },
+    }
+
+
+def _metric_names(expression: str) -> set[str]:
+    names = set(re.findall(r"\b((?:kallglot|receiver)_[a-z_]+)", expression))
+    return {re.sub(r"_(bucket|sum|count)$", "", name) for name in names}
+
+
+def test_alerts_use_only_contract_metrics_and_each_has_a_runbook_section() -> None:
+    rules = one(render_set("postgresql"), "PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert len(rules) == 7
+    runbook = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    headings = {re.sub(r"[^a-z0-9]", "", h.lower()) for h in re.findall(r"^#+ (.+)$", runbook, flags=re.M)}
+    for rule in rules:
+        assert _metric_names(rule["expr"]) <= CONTRACT_METRICS, rule["alert"]
+        assert rule["annotations"]["runbook_url"].endswith("#" + rule["alert"].lower())
+        assert rule["alert"].lower() in headings, f"docs/operations.md has no section {rule['alert']}"
+
+
+def test_dashboard_uses_only_contract_metrics_and_ships_as_a_labelled_configmap() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "kallglot-receiver.json").read_text(encoding="utf-8"))
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = set().union(*(_metric_names(e) for e in expressions))
+    assert used <= CONTRACT_METRICS
+    assert {"kallglot_api_credits_remaining", "receiver_deliveries_total", "receiver_dead_letters"} <= used
+    configmap = one(render_set("postgresql"), "ConfigMap", "-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["kallglot-receiver.json"]) == dashboard
+
+
+def test_the_plain_manifest_copy_of_the_dashboard_is_identical() -> None:
+    assert (ROOT / "deploy" / "grafana" / "kallglot-receiver.json").read_bytes() == (
+        CHART / "dashboards" / "kallglot-receiver.json"
+    ).read_bytes()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
