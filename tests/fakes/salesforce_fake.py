@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -101,7 +102,8 @@ class SalesforceFake:
 
     async def _token(self, request: Request) -> Response:
         self.token_requests += 1
-        form = await request.form()
+        # parsed by hand: Starlette's form parser needs python-multipart, which we do not depend on
+        form = {key: values[0] for key, values in parse_qs((await request.body()).decode()).items()}
         if form.get("grant_type") != "client_credentials":
             return _oauth_error("unsupported_grant_type", "grant type not supported")
         if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
