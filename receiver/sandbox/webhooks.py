@@ -105,6 +105,10 @@ class WebhookDispatcher:
     def deliver(self, delivery: Delivery, at: float | None = None) -> None:
         self._push(self._clock() if at is None else at, delivery)
 
+    def wake(self) -> None:
+        """Look at the clock again now (an injected clock may have jumped)."""
+        self._wake.set()
+
     @property
     def pending(self) -> int:
         """Deliveries waiting for an attempt or in one."""

@@ -86,9 +86,11 @@ class Received:
 
 @dataclass
 class WebhookSink:
-    """A receiving endpoint that answers ``statuses`` in turn (then 200) and records every request."""
+    """A receiving endpoint that answers ``statuses`` in turn (then 200), after ``delays`` if any,
+    and records every request."""
 
     statuses: list[int] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -96,6 +98,8 @@ class WebhookSink:
 
     async def _hook(self, request: Request) -> JSONResponse:
         self.received.append(Received(dict(request.headers), await request.body()))
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))  # plays a slow endpoint; no test waits on it
         status = self.statuses.pop(0) if self.statuses else 200
         return JSONResponse({"ok": status < 300}, status)
 
