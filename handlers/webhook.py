@@ -1,0 +1,105 @@
+"""The generic ``webhook`` handler: POSTs the §8 document signed with Standard Webhooks headers.
+
+``webhook-id`` is the delivery id, the same on every retry and replay, so the receiving system
+deduplicates on it. 2xx is success; 429 and ``Retry-After`` slow us down; 408, 425 and 5xx are
+retried; 410 and other 4xx go to the dead letters with the status in the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import httpx
+from pydantic import Field, SecretStr, field_validator
+
+from receiver.delivery import (
+    Delivery,
+    HandlerContext,
+    HandlerOptions,
+    PermanentDeliveryError,
+    RateLimitedError,
+    TransientDeliveryError,
+)
+from receiver.pacing import parse_retry_after
+from receiver.signing import sign_standard_webhooks, standard_webhooks_key
+
+_RETRYABLE = {408, 425, 429}
+_RESERVED = {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"}
+
+
+class Options(HandlerOptions):
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=r"^https?://\S+$")
+    secret: SecretStr | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            standard_webhooks_key(value.get_secret_value())
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        clash = sorted(name for name in value if name.lower() in _RESERVED)
+        if clash:
+            raise ValueError(f"headers may not set {', '.join(clash)}")
+        return value
+
+
+class WebhookHandler:
+    def __init__(self, options: Options, context: HandlerContext) -> None:
+        self.name = options.name
+        self._url = options.url
+        self._secret = options.secret
+        self._clock = context.clock
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(options.timeout_seconds),
+            headers={"User-Agent": context.user_agent, **options.headers},
+            follow_redirects=False,
+        )
+
+    async def deliver(self, delivery: Delivery) -> None:
+        body = json.dumps(delivery.document, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._secret is not None:
+            headers |= sign_standard_webhooks(
+                self._secret.get_secret_value(), delivery.id, int(self._clock()), body
+            )
+        else:
+            headers["webhook-id"] = delivery.id
+            headers["webhook-timestamp"] = str(int(self._clock()))
+        try:
+            response = await self._http.post(self._url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise TransientDeliveryError("the endpoint timed out") from exc
+        except httpx.HTTPError as exc:
+            raise TransientDeliveryError(f"cannot reach the endpoint ({type(exc).__name__})") from exc
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock())
+        if status == 429:
+            raise RateLimitedError("the endpoint answered 429", retry_after=retry_after)
+        if status >= 500 or status in _RETRYABLE:
+            raise TransientDeliveryError(f"the endpoint answered {status}", retry_after=retry_after)
+        raise PermanentDeliveryError(f"the endpoint answered {status}; fix the endpoint, then replay")
+
+    async def probe(self) -> None:
+        # A POST would deliver something; a HEAD/OPTIONS tells us at least that the host answers.
+        try:
+            await self._http.options(self._url)
+        except httpx.HTTPError as exc:
+            raise TransientDeliveryError(f"cannot reach the endpoint ({type(exc).__name__})") from exc
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def build(options: HandlerOptions, context: HandlerContext) -> WebhookHandler:
+    assert isinstance(options, Options)
+    return WebhookHandler(options, context)

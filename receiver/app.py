@@ -1,0 +1,164 @@
+"""Composition root: ``create_app(settings)`` wires store, Kallglot client, handlers, service and workers.
+
+Resources are owned by the app's lifespan. On shutdown the app reports not-ready, stops claiming
+work, lets in-flight work finish within ``RECEIVER_SHUTDOWN_GRACE_SECONDS``, cancels what is left
+(its leases make it due again) and closes everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from receiver.delivery import Handler, HandlerContext, HandlerOptions
+from receiver.kallglot import KallglotClient
+from receiver.metrics import Metrics
+from receiver.registry import build_handler, parse_handlers
+from receiver.routes import EXCEPTION_HANDLERS, ROUTES, HttpState
+from receiver.routing import Route, Router
+from receiver.service import AnalysisSettings, Service
+from receiver.settings import ConfigError, Settings
+from receiver.store import Store, StoreError, open_store
+from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
+
+log = logging.getLogger("receiver")
+VERSION = "0.1.0"
+
+
+@dataclass
+class Runtime:
+    """Everything the lifespan built, exposed on ``app.state.runtime`` for tests and the CLI."""
+
+    service: Service
+    loops: list[Loop]
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def analysis_settings(settings: Settings) -> AnalysisSettings:
+    return AnalysisSettings(
+        profile=settings.analysis_profile,
+        include=tuple(settings.analysis_include),
+        trigger=settings.trigger,
+        poll_after_seconds=settings.poll_after_seconds,
+        deadline_seconds=settings.analysis_deadline_seconds,
+        credit_reserve=settings.credit_reserve,
+        min_duration_seconds=settings.min_duration_seconds,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    kallglot_transport: httpx.AsyncBaseTransport | None = None,
+    store: Store | None = None,
+    mounts: list[Mount] | None = None,
+    on_startup: list[Callable[[], Any]] | None = None,
+    on_shutdown: list[Callable[[], Any]] | None = None,
+    worker_tick: float = 1.0,
+) -> Starlette:
+    """Build the ASGI app. ``mounts`` lets ``serve --sandbox`` put the sandbox beside the receiver."""
+    settings.require_production_secrets()
+    handler_options = parse_handlers(settings.handlers)
+    routes = [Route(options) for options in handler_options]
+    api_key = settings.kallglot_api_key.get_secret_value() if settings.kallglot_api_key else ""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for hook in on_startup or ():
+            await hook()
+        db = store or open_store(settings.database_url.get_secret_value())
+        try:
+            await db.open()
+            if settings.migrate_on_start:
+                applied = await db.migrate()
+                if applied:
+                    log.info("store.migrated", extra={"migrations": applied})
+            elif not await db.ready():
+                raise ConfigError("the database is not migrated: run 'kallglot-receiver migrate'")
+        except StoreError as exc:
+            raise ConfigError(f"invalid setting RECEIVER_DATABASE_URL: {exc}") from None
+        metrics = Metrics()
+        metrics.declare_handlers(options.name for options in handler_options)
+        metrics.credits_paused.set(0)
+        kallglot = KallglotClient(
+            settings.kallglot_api_url,
+            api_key,
+            metrics=metrics,
+            timeout=settings.kallglot_timeout_seconds,
+            transport=kallglot_transport,
+            clock=clock,
+            user_agent=f"kallglot-receiver/{VERSION}",
+        )
+        context = HandlerContext(
+            kallglot=kallglot, clock=clock, sleep=asyncio.sleep, user_agent=f"kallglot-receiver/{VERSION}"
+        )
+        handlers: dict[str, tuple[HandlerOptions, Handler]] = {}
+        for options in handler_options:
+            handlers[options.name] = (options, build_handler(options, context))
+        service = Service(
+            store=db,
+            kallglot=kallglot,
+            metrics=metrics,
+            analysis=analysis_settings(settings),
+            handlers=handlers,
+            router=Router(routes),
+            clock=clock,
+        )
+        db.subscribe(service.wakeups)
+        app.state.http = HttpState(
+            service=service,
+            kallglot_secrets=[s.get_secret_value() for s in settings.kallglot_webhook_secrets],
+            inbound_secrets=[s.get_secret_value() for s in settings.inbound_secrets],
+            admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+            tolerance=settings.webhook_tolerance_seconds,
+            max_body=settings.max_body_bytes,
+        )
+        loops: list[Loop] = [
+            Starter(service, tick=worker_tick, concurrency=settings.start_concurrency),
+            Poller(service, tick=worker_tick, concurrency=settings.poll_concurrency),
+            Deliverer(service, tick=worker_tick),
+            Maintenance(
+                service,
+                event_retention=settings.event_retention_hours * 3600,
+                call_retention=settings.retention_days * 86400,
+            ),
+        ]
+        runtime = Runtime(service=service, loops=loops, stop=asyncio.Event())
+        runtime.tasks = [asyncio.create_task(loop.run(runtime.stop), name=loop.name) for loop in loops]
+        app.state.runtime = runtime
+        log.info("receiver.started", extra={"handlers": list(handlers), "trigger": settings.trigger})
+        try:
+            yield
+        finally:
+            app.state.http.draining = True
+            runtime.stop.set()
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+            cancelled = 0
+            deadline = time.monotonic() + settings.shutdown_grace_seconds
+            for loop in loops:
+                cancelled += await loop.drain(max(0.0, deadline - time.monotonic()))
+            log.info("receiver.stopped", extra={"cancelled_in_flight": cancelled})
+            for _, handler in handlers.values():
+                with contextlib.suppress(Exception):
+                    await handler.aclose()
+            await kallglot.aclose()
+            await db.close()
+            for hook in on_shutdown or ():
+                await hook()
+
+    return Starlette(
+        routes=[*ROUTES, *(mounts or [])],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

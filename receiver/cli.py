@@ -1,0 +1,432 @@
+"""The ``kallglot-receiver`` command line (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from receiver.admin import call_view, delivery_view, parse_since
+from receiver.settings import ConfigError, Settings, load_settings
+from receiver.signing import sign_kallglot, sign_standard_webhooks
+
+#: Signs ``/events/call-ended`` in ``serve --sandbox`` unless RECEIVER_INBOUND_SECRETS is set (documented).
+DEV_INBOUND_SECRET = "whsec_" + base64.b64encode(b"kallglot-receiver-sandbox-dev").decode()
+#: Admin token of ``serve --sandbox`` unless RECEIVER_ADMIN_TOKEN is set, so ``send`` can follow the call.
+DEV_ADMIN_TOKEN = "sandbox-admin"  # noqa: S105 (documented development token)
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_DELIVERIES = "./data/deliveries.jsonl"
+
+
+def _fail(message: str) -> int:
+    print(f"kallglot-receiver: {message}", file=sys.stderr)
+    return 2
+
+
+# --- serve / sandbox --------------------------------------------------------------------------
+
+
+def sandbox_overrides(port: int) -> dict[str, Any]:
+    """Settings for ``serve --sandbox``: what the environment does not set points at the sandbox."""
+    from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET
+
+    overrides: dict[str, Any] = {"sandbox": True}
+    defaults = {
+        "KALLGLOT_API_URL": ("kallglot_api_url", f"http://127.0.0.1:{port}/sandbox/v1"),
+        "KALLGLOT_API_KEY": ("kallglot_api_key", DEV_API_KEY),
+        "KALLGLOT_WEBHOOK_SECRETS": ("kallglot_webhook_secrets", DEV_WEBHOOK_SECRET),
+        "RECEIVER_INBOUND_SECRETS": ("inbound_secrets", DEV_INBOUND_SECRET),
+        "RECEIVER_ADMIN_TOKEN": ("admin_token", DEV_ADMIN_TOKEN),
+    }
+    for env, (name, value) in defaults.items():
+        if env not in os.environ:
+            overrides[name] = value
+    return overrides
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from starlette.routing import Mount
+
+    from receiver.app import create_app
+    from receiver.observability import configure_logging, configure_sentry
+
+    try:
+        overrides = sandbox_overrides(args.port) if args.sandbox else {}
+        settings = load_settings(**overrides)
+        if args.sandbox and not settings.handlers:
+            settings = load_settings(
+                **overrides, handlers=[{"name": "file", "type": "file", "path": DEFAULT_DELIVERIES}]
+            )
+        configure_logging(settings.log_format, settings.log_level)
+        dsn = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None
+        configure_sentry(dsn, settings.sentry_environment, "0.1.0")
+        mounts: list[Mount] = []
+        startup, shutdown = [], []
+        if args.sandbox:
+            from receiver.sandbox import Sandbox, SandboxConfig
+
+            sandbox = Sandbox(
+                SandboxConfig(
+                    webhook_url=f"http://127.0.0.1:{args.port}/webhooks/kallglot",
+                    webhook_secret=settings.kallglot_webhook_secrets[0].get_secret_value(),
+                )
+            )
+            mounts.append(Mount("/sandbox", app=sandbox.app))
+            startup.append(sandbox.start)
+            shutdown.append(sandbox.aclose)
+        app = create_app(settings, mounts=mounts, on_startup=startup, on_shutdown=shutdown)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.sandbox:
+        _print_sandbox_banner(args.port, settings)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
+        server_header=False,
+        date_header=False,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return 0 if server.started else 1
+
+
+def _print_sandbox_banner(port: int, settings: Settings) -> None:
+    paths = [str(h.get("path")) for h in settings.handlers if h.get("type") == "file"]
+    print(
+        f"""
+kallglot-receiver is running with the built-in Kallglot sandbox on http://127.0.0.1:{port}
+  end a call:       kallglot-receiver send session.ended --session sess_demo1
+  or, telephony:    kallglot-receiver send call-ended --session sess_demo2
+  follow it:        kallglot-receiver calls show sess_demo1
+  results go to:    {", ".join(paths) or "the configured handlers"}
+  metrics:          http://127.0.0.1:{port}/metrics
+""",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from receiver.sandbox import Sandbox
+    from receiver.sandbox.cli import config_from_args
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    sandbox = Sandbox(config)
+    print(f"Kallglot sandbox on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    uvicorn.run(sandbox.app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+# --- send -------------------------------------------------------------------------------------
+
+
+def build_event(event: str, session_id: str, analysis_id: str | None, now: float) -> dict[str, Any]:
+    created = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    if event == "session.ended":
+        data: dict[str, Any] = {"id": session_id, "object": "session", "status": "ended", "duration": 245.3}
+    elif event == "transcript.ready":
+        data = {
+            "id": f"trn_{session_id}",
+            "object": "transcript",
+            "session_id": session_id,
+            "status": "completed",
+        }
+    else:
+        data = {
+            "id": analysis_id or f"anl_{uuid.uuid5(uuid.NAMESPACE_URL, session_id).hex[:16]}",
+            "object": "analysis",
+            "session_id": session_id,
+            "status": "failed" if event == "analysis.failed" else "completed",
+        }
+    return {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "type": event,
+        "api_version": "v1",
+        "created_at": created,
+        "data": data,
+    }
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from receiver.sandbox import DEV_WEBHOOK_SECRET
+
+    now = time.time()
+    base = args.to.rstrip("/")
+    if args.event == "call-ended":
+        body = json.dumps(
+            {
+                "session_id": args.session,
+                "call_id": f"CA{uuid.uuid4().hex[:16]}",
+                "ended_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+                "duration_seconds": 245.3,
+                "direction": "inbound",
+                "from": "+14155550100",
+                "to": "+14155550199",
+                "end_session": args.end_session,
+            }
+        ).encode()
+        url = f"{base}/events/call-ended"
+        headers = sign_standard_webhooks(
+            args.secret or DEV_INBOUND_SECRET, f"msg_{uuid.uuid4().hex}", int(now), body
+        )
+    else:
+        body = json.dumps(build_event(args.event, args.session, args.analysis, now)).encode()
+        url = f"{base}/webhooks/kallglot"
+        headers = {"Kallglot-Signature": sign_kallglot(args.secret or DEV_WEBHOOK_SECRET, int(now), body)}
+    headers["Content-Type"] = "application/json"
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        return _fail(f"cannot reach {url}: {exc}")
+    print(f"{args.event} for {args.session} -> {url}: HTTP {response.status_code} {response.text}")
+    if response.status_code >= 300:
+        return 1
+    if args.wait > 0:
+        return _follow(
+            base,
+            args.session,
+            args.admin_token or os.environ.get("RECEIVER_ADMIN_TOKEN") or DEV_ADMIN_TOKEN,
+            args.wait,
+        )
+    return 0
+
+
+def _follow(base: str, session_id: str, token: str, wait: float) -> int:
+    """Print the call's state changes until it is delivered, skipped or ``wait`` seconds pass."""
+    deadline = time.monotonic() + wait
+    last: tuple[Any, ...] | None = None
+    with httpx.Client(timeout=5, headers={"Authorization": f"Bearer {token}"}) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = client.get(f"{base}/admin/calls/{session_id}")
+            except httpx.HTTPError:
+                time.sleep(0.3)
+                continue
+            if response.status_code in (401, 404) and "error" in response.json():
+                code = response.json()["error"].get("code")
+                if code != "not_found" or "RECEIVER_ADMIN_TOKEN" in response.text:
+                    print(
+                        "(cannot follow the call: the admin API needs RECEIVER_ADMIN_TOKEN / --admin-token)"
+                    )
+                    return 0
+            elif response.status_code == 200:
+                view = response.json()
+                deliveries = tuple((d["handler"], d["state"], d["attempts"]) for d in view["deliveries"])
+                current = (view["state"], view["analysis_id"], deliveries)
+                if current != last:
+                    last = current
+                    parts = [f"state={view['state']}"]
+                    if view["analysis_id"]:
+                        parts.append(f"analysis={view['analysis_id']}")
+                    if view["reason"]:
+                        parts.append(f"reason={view['reason']!r}")
+                    parts += [f"{h}:{s}" for h, s, _ in deliveries]
+                    print("  " + " ".join(parts), flush=True)
+                if view["state"] in ("delivered", "skipped"):
+                    return 0
+            time.sleep(0.3)
+    print(
+        f"  (still {last[0] if last else 'unknown'} after {wait:g}s; see 'kallglot-receiver calls show {session_id}')"
+    )
+    return 0
+
+
+# --- store commands ---------------------------------------------------------------------------
+
+
+async def _with_store(fn: Any) -> Any:
+    from receiver.store import open_store
+
+    settings = load_settings()
+    store = open_store(settings.database_url.get_secret_value())
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    async def run(store: Any) -> int:
+        count: int = await store.migrate()
+        return count
+
+    count = asyncio.run(_with_store(run))
+    print(f"migrations applied: {count}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from receiver.registry import parse_handlers
+
+    settings = load_settings(**(sandbox_overrides(8080) if args.sandbox else {}))
+    settings.require_production_secrets()
+    options = parse_handlers(settings.handlers)
+    print(json.dumps(settings.masked(), indent=2, default=str))
+    if args.probe:
+        return asyncio.run(_probe(settings, options))
+    return 0
+
+
+async def _probe(settings: Settings, options: Sequence[Any]) -> int:
+    from receiver.delivery import DeliveryError, HandlerContext
+    from receiver.kallglot import KallglotClient, KallglotError
+    from receiver.metrics import Metrics
+    from receiver.registry import build_handler
+
+    key = settings.kallglot_api_key.get_secret_value() if settings.kallglot_api_key else ""
+    client = KallglotClient(settings.kallglot_api_url, key, metrics=Metrics())
+    context = HandlerContext(kallglot=client, clock=time.time, sleep=asyncio.sleep)
+    failed = 0
+    try:
+        for option in options:
+            handler = build_handler(option, context)
+            try:
+                await handler.probe()
+                print(f"probe {option.name} ({option.type}): ok")
+            except DeliveryError as exc:
+                failed += 1
+                print(f"probe {option.name} ({option.type}): FAILED: {exc.reason}")
+            finally:
+                await handler.aclose()
+        try:
+            await client.get_session("sess_probe")
+            print("probe kallglot: ok")
+        except KallglotError as exc:
+            ok = exc.status == 404
+            failed += 0 if ok else 1
+            print(f"probe kallglot: {'ok (key accepted)' if ok else 'FAILED: ' + exc.reason}")
+    finally:
+        await client.aclose()
+    return 1 if failed else 0
+
+
+def cmd_calls_show(args: argparse.Namespace) -> int:
+    async def run(store: Any) -> Any:
+        return await store.get_call(args.session_id)
+
+    found = asyncio.run(_with_store(run))
+    if found is None:
+        return _fail(f"no call with session id {args.session_id}")
+    print(json.dumps(call_view(*found), indent=2))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    since = parse_since(args.since)
+
+    async def run(store: Any) -> Any:
+        if args.action == "list":
+            return await store.list_dead_letters(args.handler, args.session, since, args.limit)
+        return await store.replay_dead_letters(args.handler, args.session, since, time.time())
+
+    result = asyncio.run(_with_store(run))
+    if args.action == "list":
+        print(json.dumps([delivery_view(d) for d in result], indent=2))
+    else:
+        print(f"replayed: {result} (a running receiver picks them up within a second)")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    from receiver.sandbox.cli import add_arguments
+
+    root = argparse.ArgumentParser(prog="kallglot-receiver", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="HTTP endpoints and background workers")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--sandbox", action="store_true", help="run the Kallglot sandbox in-process")
+    serve.set_defaults(func=cmd_serve)
+
+    sandbox = sub.add_parser("sandbox", help="the Kallglot API emulator on its own")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8090)
+    add_arguments(sandbox)
+    sandbox.set_defaults(func=cmd_sandbox)
+
+    send = sub.add_parser("send", help="sign and send a test event to a running receiver")
+    send.add_argument(
+        "event",
+        choices=["session.ended", "transcript.ready", "analysis.complete", "analysis.failed", "call-ended"],
+    )
+    send.add_argument("--session", required=True, help="sess_…")
+    send.add_argument("--to", default=DEFAULT_URL, help=f"receiver base URL (default {DEFAULT_URL})")
+    send.add_argument("--secret", help="signing secret (default: the sandbox's development secret)")
+    send.add_argument("--analysis", help="analysis id for analysis.* events")
+    send.add_argument(
+        "--end-session", action="store_true", help="call-ended: ask the receiver to end the session"
+    )
+    send.add_argument(
+        "--admin-token", help="to follow the call (default: RECEIVER_ADMIN_TOKEN or the sandbox's)"
+    )
+    send.add_argument("--wait", type=float, default=30.0, help="seconds to follow the call (0: don't follow)")
+    send.set_defaults(func=cmd_send)
+
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+
+    check = sub.add_parser("check-config", help="print the effective settings, secrets masked")
+    check.add_argument("--probe", action="store_true", help="also check credentials against each destination")
+    check.add_argument("--sandbox", action="store_true", help="check as 'serve --sandbox' would run")
+    check.set_defaults(func=cmd_check_config)
+
+    calls = sub.add_parser("calls", help="inspect calls").add_subparsers(dest="action", required=True)
+    show = calls.add_parser("show", help="a call's state, timestamps and deliveries")
+    show.add_argument("session_id")
+    show.set_defaults(func=cmd_calls_show)
+
+    dead = sub.add_parser("dead-letters", help="failed deliveries").add_subparsers(
+        dest="action", required=True
+    )
+    for action in ("list", "replay"):
+        p = dead.add_parser(action)
+        p.add_argument("--handler")
+        p.add_argument("--session")
+        p.add_argument("--since", help="Unix seconds or ISO-8601")
+        p.add_argument("--limit", type=int, default=100)
+        p.set_defaults(func=cmd_dead_letters)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except ValueError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

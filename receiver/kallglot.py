@@ -1,0 +1,274 @@
+"""The Kallglot API client: the only module that knows Kallglot's URLs, JSON and error codes.
+
+Errors (each carries ``operation``, ``status``, ``code`` and a message without secrets)::
+
+    KallglotError
+     ├── Unavailable           5xx, timeouts, connection errors: retry with backoff
+     ├── RateLimited           429: retry after ``retry_after`` (the pacer blocks everyone until then)
+     ├── Retryable             409 idempotency_conflict, transcript not ready: retry with backoff
+     ├── StartingPaused        402 insufficient_api_credits, 403 organization_inactive, 401: keep calls
+     │                         queued, pause starting, resume by itself
+     ├── NotFound              404: the call fails with a reason
+     └── Rejected              any other 4xx: the call fails with a reason
+
+Every response updates the credit and rate-limit gauges and the pacer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from receiver.metrics import Metrics
+from receiver.pacing import Pacer, parse_rate_limit, parse_retry_after
+
+
+class KallglotError(Exception):
+    def __init__(
+        self,
+        operation: str,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    @property
+    def reason(self) -> str:
+        status = f"HTTP {self.status}" if self.status else "no response"
+        code = f" {self.code}" if self.code else ""
+        return f"Kallglot {self.operation}: {status}{code}: {self}"
+
+
+class Unavailable(KallglotError):
+    pass
+
+
+class RateLimited(KallglotError):
+    pass
+
+
+class Retryable(KallglotError):
+    pass
+
+
+class StartingPaused(KallglotError):
+    pass
+
+
+class NotFound(KallglotError):
+    pass
+
+
+class Rejected(KallglotError):
+    pass
+
+
+@dataclass(frozen=True)
+class StartedAnalysis:
+    id: str
+    status: str
+    body: dict[str, Any]
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _header_number(headers: httpx.Headers, name: str) -> float | None:
+    try:
+        return float(headers[name]) if name in headers else None
+    except ValueError:
+        return None
+
+
+def _error_body(response: httpx.Response) -> tuple[str | None, str, float | None]:
+    try:
+        data = response.json()
+    except ValueError:
+        return None, response.reason_phrase or "error", None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None, response.reason_phrase or "error", None
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    message = error.get("message") if isinstance(error.get("message"), str) else ""
+    retry_after = error.get("retry_after")
+    return code, str(message)[:300], float(retry_after) if isinstance(retry_after, int | float) else None
+
+
+class KallglotClient:
+    """Async client over one ``httpx.AsyncClient`` (the transport is the test seam)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        metrics: Metrics,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep | None = None,
+        user_agent: str = "kallglot-receiver",
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": user_agent},
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self._metrics = metrics
+        self._clock = clock
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._pacers = {"start": Pacer(), "read": Pacer(), "end": Pacer()}
+        #: The last ``X-API-Credits-Remaining`` seen, None until a response told us.
+        self.credits_remaining: float | None = None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def blocked_until(self) -> float:
+        """Until when a 429 told us not to start analyses."""
+        return self._pacers["start"].blocked_until
+
+    async def _request(
+        self,
+        operation: str,
+        group: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        pacer = self._pacers[group]
+        delay = pacer.reserve(self._clock())
+        if delay > 0:
+            await self._sleep(delay)
+        started = time.perf_counter()
+        try:
+            response = await self._http.request(method, path, json=json, headers=headers)
+        except httpx.TimeoutException as exc:
+            self._metrics.kallglot_request(operation, "timeout", time.perf_counter() - started)
+            raise Unavailable(operation, "timed out") from exc
+        except httpx.HTTPError as exc:
+            self._metrics.kallglot_request(operation, "error", time.perf_counter() - started)
+            raise Unavailable(operation, f"{type(exc).__name__}") from exc
+        self._metrics.kallglot_request(operation, str(response.status_code), time.perf_counter() - started)
+        now = self._clock()
+        rate = parse_rate_limit(response.headers, now)
+        pacer.observe(rate, now)
+        remaining = _header_number(response.headers, "x-api-credits-remaining")
+        if remaining is not None:
+            self.credits_remaining = remaining
+        self._metrics.observe_kallglot(
+            remaining, _header_number(response.headers, "x-api-credits-used"), rate
+        )
+        if response.status_code < 400:
+            return response
+        code, message, body_retry = _error_body(response)
+        status = response.status_code
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+            if retry_after is None:
+                retry_after = body_retry
+            if retry_after is None and rate is not None and rate.reset_at is not None:
+                retry_after = max(0.0, rate.reset_at - now)
+            retry_after = retry_after if retry_after is not None else 30.0
+            pacer.block(now + retry_after)
+            raise RateLimited(operation, message, status=status, code=code, retry_after=retry_after)
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now) or body_retry
+        error: type[KallglotError]
+        if status >= 500:
+            error = Unavailable
+        elif (
+            status == 402
+            or (status == 403 and code in (None, "organization_inactive", "organization_suspended"))
+            or status == 401
+        ):
+            error = StartingPaused
+        elif status == 404:
+            error = NotFound
+        elif status == 409 or "transcript" in (code or "") or status == 425:
+            error = Retryable
+        else:
+            error = Rejected
+        raise error(operation, message, status=status, code=code, retry_after=retry_after)
+
+    @staticmethod
+    def _json(operation: str, response: httpx.Response) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            raise Unavailable(
+                operation, "answered with a body that is not JSON", status=response.status_code
+            ) from None
+        if not isinstance(data, dict):
+            raise Unavailable(
+                operation, "answered with a body that is not an object", status=response.status_code
+            )
+        return data
+
+    async def start_analysis(
+        self, session_id: str, *, profile: str, include: Sequence[str], idempotency_key: str
+    ) -> StartedAnalysis:
+        """``POST /sessions/{id}/analysis`` (1 credit, once per key)."""
+        response = await self._request(
+            "start_analysis",
+            "start",
+            "POST",
+            f"sessions/{quote(session_id, safe='')}/analysis",
+            json={"profile": profile, "include": list(include)},
+            headers={"Idempotency-Key": idempotency_key},
+        )
+        body = self._json("start_analysis", response)
+        analysis_id = body.get("id")
+        if not isinstance(analysis_id, str) or not analysis_id:
+            raise Unavailable(
+                "start_analysis", "answered without an analysis id", status=response.status_code
+            )
+        return StartedAnalysis(id=analysis_id, status=str(body.get("status") or "processing"), body=body)
+
+    async def get_analysis(self, analysis_id: str) -> dict[str, Any]:
+        """``GET /analyses/{id}``; ids of the OLD API (``ana_…``) fall back to ``GET /analysis/{id}``."""
+        path = quote(analysis_id, safe="")
+        try:
+            response = await self._request("get_analysis", "read", "GET", f"analyses/{path}")
+        except NotFound:
+            if not analysis_id.startswith("ana_"):
+                raise
+            response = await self._request("get_analysis", "read", "GET", f"analysis/{path}")
+        return self._json("get_analysis", response)
+
+    async def end_session(self, session_id: str, *, idempotency_key: str) -> dict[str, Any]:
+        """``POST /sessions/{id}/end`` (idempotent at Kallglot)."""
+        response = await self._request(
+            "end_session",
+            "end",
+            "POST",
+            f"sessions/{quote(session_id, safe='')}/end",
+            headers={"Idempotency-Key": idempotency_key},
+        )
+        return self._json("end_session", response)
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        response = await self._request("get_session", "read", "GET", f"sessions/{quote(session_id, safe='')}")
+        return self._json("get_session", response)
+
+    async def get_transcript(self, session_id: str) -> dict[str, Any]:
+        response = await self._request(
+            "get_transcript", "read", "GET", f"sessions/{quote(session_id, safe='')}/transcript"
+        )
+        return self._json("get_transcript", response)

@@ -1,0 +1,104 @@
+"""Logs (JSON by default, stable event names, ids as fields) and Sentry with scrubbing.
+
+Nothing secret or personal leaves the process: log records carry only the fields we put in
+``extra`` (ids, reasons, counts), and Sentry events are stripped of request bodies, headers,
+cookies, local variables and breadcrumbs' data before they are sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import sentry_sdk
+from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.integrations.starlette import StarletteIntegration
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, event, and the record's extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            out["exception"] = record.exc_info[0].__name__
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD and not key.startswith("_")
+        )
+        line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {record.levelname:<7} {record.getMessage()}"
+        text = f"{line} {extras}".rstrip()
+        if record.exc_info and record.exc_info[0] is not None:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # uvicorn's access log would print every webhook; our own events say what matters.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for name in ("httpx", "httpcore", "botocore", "aiobotocore", "asyncio"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+_DROP_REQUEST_KEYS = ("data", "cookies", "headers", "query_string", "env")
+
+
+def scrub_event(event: Any, hint: Any = None) -> Any:
+    """Sentry ``before_send``: keep the stack and our ids; drop bodies, headers and local variables."""
+    request = event.get("request")
+    if isinstance(request, dict):
+        for key in _DROP_REQUEST_KEYS:
+            request.pop(key, None)
+    for exc in (event.get("exception") or {}).get("values", []) or []:
+        for frame in (exc.get("stacktrace") or {}).get("frames", []) or []:
+            frame.pop("vars", None)
+    for crumb in (event.get("breadcrumbs") or {}).get("values", []) or []:
+        crumb.pop("data", None)
+    event.pop("extra", None)
+    return event
+
+
+def configure_sentry(dsn: str | None, environment: str | None, release: str) -> bool:
+    if not dsn:
+        return False
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=environment,
+        release=release,
+        send_default_pii=False,
+        include_local_variables=False,
+        max_request_body_size="never",
+        before_send=scrub_event,
+        before_breadcrumb=lambda crumb, hint: {k: v for k, v in crumb.items() if k != "data"},
+        integrations=[
+            StarletteIntegration(transaction_style="endpoint"),
+            LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
+        ],
+    )
+    return True

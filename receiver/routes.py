@@ -1,0 +1,271 @@
+"""HTTP endpoints: raw body -> verify -> parse -> service; the error-to-status mapping lives here.
+
+No input from the network yields a 500: bad input is a 4xx with ``{"error": {"code", "message"}}``,
+and anything that keeps us from storing an event is a 503 so that the sender retries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from receiver.admin import call_view, delivery_view, parse_since
+from receiver.events import (
+    ANALYSIS_TYPES,
+    SESSION_END_TYPES,
+    InvalidEvent,
+    parse_call_ended,
+    parse_kallglot_event,
+)
+from receiver.service import KALLGLOT, TELEPHONY, Service
+from receiver.signing import SignatureError, verify_kallglot, verify_standard_webhooks
+from receiver.store import Accepted, StoreError
+
+log = logging.getLogger("receiver")
+_KNOWN_TYPES = frozenset((*SESSION_END_TYPES, *ANALYSIS_TYPES))
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+@dataclass
+class HttpState:
+    """What the endpoints need, owned by the app's lifespan."""
+
+    service: Service
+    kallglot_secrets: list[str]
+    inbound_secrets: list[str]
+    admin_token: str | None
+    tolerance: float
+    max_body: int
+    draining: bool = False
+
+    async def is_ready(self) -> bool:
+        return not self.draining and await self.service.store.ready()
+
+
+def _state(request: Request) -> HttpState:
+    state: HttpState = request.app.state.http
+    return state
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+Handler = Callable[[Request, HttpState, bytes], Awaitable[tuple[str, Accepted]]]
+
+
+async def _inbound(request: Request, source: str, handle: Handler) -> Response:
+    """The shared shape of both inbound endpoints, with the status mapping of CONTRACT §4."""
+    http = _state(request)
+    metrics = http.service.metrics
+    event_type = "unknown"
+    try:
+        body = await read_body(request, http.max_body)
+        event_type, outcome = await handle(request, http, body)
+    except BodyTooLarge:
+        metrics.event(source, event_type, "malformed")
+        return error(413, "body_too_large", f"request bodies are limited to {http.max_body} bytes")
+    except SignatureError as exc:
+        metrics.event(source, event_type, "bad_signature")
+        log.warning("webhook.rejected", extra={"source": source, "reason": exc.reason})
+        return error(401, exc.reason, "the signature is missing, malformed, stale or does not match")
+    except InvalidEvent as exc:
+        metrics.event(source, event_type, "malformed")
+        log.warning("webhook.malformed", extra={"source": source, "reason": exc.message})
+        return error(400, "invalid_event", exc.message)
+    except ClientDisconnect:
+        return error(400, "client_disconnected", "the client went away before the body was read")
+    except StoreError as exc:
+        metrics.event(source, event_type, "unavailable")
+        log.error("webhook.store_unavailable", extra={"source": source, "error": str(exc)})
+        return error(
+            503, "store_unavailable", "the event could not be stored; retry later", {"Retry-After": "5"}
+        )
+    label = event_type if event_type in _KNOWN_TYPES or event_type == "call-ended" else "other"
+    metrics.event(source, label, outcome.value)
+    return JSONResponse({"status": outcome.value})
+
+
+async def _kallglot(request: Request, http: HttpState, body: bytes) -> tuple[str, Accepted]:
+    verify_kallglot(
+        request.headers.get("kallglot-signature"),
+        body,
+        http.kallglot_secrets,
+        tolerance_seconds=http.tolerance,
+        now=http.service.clock(),
+    )
+    event = parse_kallglot_event(body)
+    return event.type, await http.service.accept_kallglot(event)
+
+
+async def _call_ended(request: Request, http: HttpState, body: bytes) -> tuple[str, Accepted]:
+    webhook_id = verify_standard_webhooks(
+        request.headers,
+        body,
+        http.inbound_secrets,
+        tolerance_seconds=http.tolerance,
+        now=http.service.clock(),
+    )
+    if len(webhook_id) > 256:
+        raise InvalidEvent("webhook-id is longer than 256 characters")
+    event = parse_call_ended(body)
+    return "call-ended", await http.service.accept_call_ended(webhook_id, event)
+
+
+async def kallglot_webhook(request: Request) -> Response:
+    return await _inbound(request, KALLGLOT, _kallglot)
+
+
+async def call_ended(request: Request) -> Response:
+    if not _state(request).inbound_secrets:
+        return error(404, "not_found", "set RECEIVER_INBOUND_SECRETS to enable /events/call-ended")
+    return await _inbound(request, TELEPHONY, _call_ended)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    http = _state(request)
+    if http.draining:
+        return error(503, "draining", "shutting down")
+    if not await http.service.store.ready():
+        return error(503, "store_unavailable", "the store is unreachable or not migrated")
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    registry = _state(request).service.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# --- admin ----------------------------------------------------------------------------------
+
+
+def _authorize(request: Request) -> HttpState:
+    http = _state(request)
+    if http.admin_token is None:
+        raise HTTPException(404, "set RECEIVER_ADMIN_TOKEN to enable /admin")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), http.admin_token.encode()):
+        raise HTTPException(401, "a valid 'Authorization: Bearer <RECEIVER_ADMIN_TOKEN>' is required")
+    return http
+
+
+async def admin_call(request: Request) -> Response:
+    http = _authorize(request)
+    found = await http.service.store.get_call(request.path_params["session_id"])
+    if found is None:
+        return error(404, "not_found", "no such call")
+    return JSONResponse(call_view(*found))
+
+
+def _filters(values: dict[str, Any]) -> tuple[str | None, str | None, float | None]:
+    handler, session, since = (
+        values.get("handler"),
+        values.get("session_id", values.get("session")),
+        values.get("since"),
+    )
+    for name, value in (("handler", handler), ("session_id", session)):
+        if value is not None and not isinstance(value, str):
+            raise HTTPException(400, f"{name} must be a string")
+    try:
+        parsed_since = parse_since(str(since)) if since is not None else None
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return handler, session, parsed_since
+
+
+async def admin_dead_letters(request: Request) -> Response:
+    http = _authorize(request)
+    handler, session, since = _filters(dict(request.query_params))
+    raw_limit = request.query_params.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise HTTPException(400, "limit must be a whole number from 1 to 1000")
+    records = await http.service.store.list_dead_letters(handler, session, since, int(raw_limit))
+    return JSONResponse({"dead_letters": [delivery_view(d) for d in records]})
+
+
+async def admin_replay(request: Request) -> Response:
+    http = _authorize(request)
+    values: dict[str, Any] = dict(request.query_params)
+    body = await read_body(request, 65536)
+    if body.strip():
+        import json
+
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise HTTPException(400, "the body must be a JSON object") from None
+        if not isinstance(parsed, dict):
+            raise HTTPException(400, "the body must be a JSON object")
+        values |= parsed
+    handler, session, since = _filters(values)
+    if handler is not None and handler not in http.service.handlers:
+        raise HTTPException(400, f"no handler named {handler!r}")
+    count = await http.service.store.replay_dead_letters(handler, session, since, http.service.clock())
+    if count:
+        http.service.wakeups("deliver")
+    log.info("dead_letters.replayed", extra={"count": count, "handler": handler, "session_id": session})
+    return JSONResponse({"replayed": count})
+
+
+# --- error mapping for everything else ------------------------------------------------------
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+    return error(exc.status_code, codes.get(exc.status_code, "error"), exc.detail, exc.headers)
+
+
+async def body_too_large(request: Request, exc: Exception) -> Response:
+    return error(413, "body_too_large", "request body too large")
+
+
+async def store_error(request: Request, exc: Exception) -> Response:
+    return error(503, "store_unavailable", "the store is unavailable; retry later", {"Retry-After": "5"})
+
+
+ROUTES = [
+    Route("/webhooks/kallglot", kallglot_webhook, methods=["POST"]),
+    Route("/events/call-ended", call_ended, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/admin/calls/{session_id}", admin_call, methods=["GET"]),
+    Route("/admin/dead-letters", admin_dead_letters, methods=["GET"]),
+    Route("/admin/dead-letters/replay", admin_replay, methods=["POST"]),
+]
+
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    HTTPException: http_exception,
+    BodyTooLarge: body_too_large,
+    StoreError: store_error,
+}

@@ -1,0 +1,432 @@
+"""Use cases: accept an event, start an analysis, follow it, deliver the result.
+
+The service holds no state of its own beyond caches and the start gate: everything that matters is
+in the store, so a crash at any line loses nothing and a retry repeats nothing that cost money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sentry_sdk
+
+from receiver.delivery import (
+    Delivery,
+    DeliveryError,
+    Handler,
+    HandlerOptions,
+    PermanentDeliveryError,
+)
+from receiver.events import ANALYSIS_TYPES, SESSION_END_TYPES, CallEnded, KallglotEvent
+from receiver.kallglot import (
+    KallglotClient,
+    KallglotError,
+    NotFound,
+    RateLimited,
+    Rejected,
+    StartingPaused,
+)
+from receiver.lifecycle import CallState, analysis_status
+from receiver.metrics import Metrics
+from receiver.pacing import backoff
+from receiver.routing import Router, document, narrow
+from receiver.store import Accepted, AnalysisResult, CallRecord, DeliveryJob, Finished, NewCall, Store
+from receiver.store.keys import analysis_key
+
+log = logging.getLogger("receiver")
+
+KALLGLOT = "kallglot"
+TELEPHONY = "telephony"
+STALE_POLL_SECONDS = 900.0
+MAX_POLL_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    profile: str
+    include: tuple[str, ...]
+    trigger: str
+    poll_after_seconds: float
+    deadline_seconds: float
+    credit_reserve: int
+    min_duration_seconds: float
+
+
+class Wakeups:
+    """In-process signals that new work exists, one per worker kind."""
+
+    def __init__(self) -> None:
+        self.events = {kind: asyncio.Event() for kind in ("start", "poll", "deliver")}
+
+    def __call__(self, kind: str) -> None:
+        event = self.events.get(kind)
+        if event is not None:
+            event.set()
+
+
+@dataclass
+class StartGate:
+    """Pauses starting analyses while Kallglot refuses them for credits, subscription or key."""
+
+    clock: Callable[[], float]
+    metrics: Metrics
+    paused_until: float = 0.0
+    reason: str | None = None
+    _interval: float = field(default=0.0)
+
+    def open_for(self, now: float) -> int:
+        """How many calls may be claimed now: 0 while paused, 1 to probe right after a pause."""
+        if self.reason is None:
+            return -1
+        return 1 if now >= self.paused_until else 0
+
+    def pause(self, reason: str, now: float) -> float:
+        self._interval = min(300.0, max(15.0, self._interval * 2))
+        self.paused_until = now + self._interval
+        if self.reason != reason:
+            log.warning("starting.paused", extra={"reason": reason, "retry_in": self._interval})
+        self.reason = reason
+        self.metrics.credits_paused.set(1)
+        return self.paused_until
+
+    def resume(self) -> None:
+        if self.reason is not None:
+            log.info("starting.resumed", extra={"after": self.reason})
+        self.reason = None
+        self._interval = 0.0
+        self.metrics.credits_paused.set(0)
+
+
+class Service:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        kallglot: KallglotClient,
+        metrics: Metrics,
+        analysis: AnalysisSettings,
+        handlers: dict[str, tuple[HandlerOptions, Handler]],
+        router: Router,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.kallglot = kallglot
+        self.metrics = metrics
+        self.settings = analysis
+        self.handlers = handlers
+        self.router = router
+        self.clock = clock
+        self.wakeups = Wakeups()
+        self.gate = StartGate(clock, metrics)
+        self._sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    # --- inbound ----------------------------------------------------------------------------
+
+    def _analysis_key(self, session_id: str) -> str:
+        return analysis_key(session_id, self.settings.profile, self.settings.include)
+
+    async def accept_kallglot(self, event: KallglotEvent) -> Accepted:
+        now = self.clock()
+        if event.type in SESSION_END_TYPES:
+            if event.type != self.settings.trigger or event.session_id is None:
+                return Accepted.IGNORED
+            call: dict[str, Any] = {}
+            if event.duration_seconds is not None:
+                call["duration_seconds"] = event.duration_seconds
+            outcome = await self.store.accept_call(
+                KALLGLOT,
+                event.id,
+                event.type,
+                NewCall(event.session_id, self._analysis_key(event.session_id), call),
+                now,
+            )
+            if outcome is Accepted.ACCEPTED:
+                self.wakeups("start")
+                log.info("call.received", extra={"session_id": event.session_id, "source": KALLGLOT})
+            return outcome
+        if event.type in ANALYSIS_TYPES:
+            assert event.analysis_id is not None
+            if event.analysis is None:
+                outcome = await self.store.request_fetch(
+                    KALLGLOT, event.id, event.type, event.session_id, event.analysis_id, now
+                )
+                if outcome is Accepted.ACCEPTED:
+                    self.wakeups("poll")
+                return outcome
+            result = _result(event.session_id, event.analysis_id, event.analysis, "webhook")
+            if result is None:
+                return Accepted.IGNORED
+            outcome, finished = await self.store.accept_analysis(
+                KALLGLOT, event.id, event.type, result, self.router, now
+            )
+            if finished is not None:
+                self._finished(result, finished, now)
+            return outcome
+        return Accepted.IGNORED
+
+    async def accept_call_ended(self, webhook_id: str, event: CallEnded) -> Accepted:
+        outcome = await self.store.accept_call(
+            TELEPHONY,
+            webhook_id,
+            "call-ended",
+            NewCall(
+                event.session_id, self._analysis_key(event.session_id), event.call_fields(), event.end_session
+            ),
+            self.clock(),
+        )
+        if outcome is Accepted.ACCEPTED:
+            self.wakeups("start")
+            log.info("call.received", extra={"session_id": event.session_id, "source": TELEPHONY})
+        return outcome
+
+    def _finished(self, result: AnalysisResult, finished: Finished, now: float) -> None:
+        status = "completed" if result.state is CallState.COMPLETED else "failed"
+        self.metrics.analyses_finished.labels(status, finished.via).inc()
+        if finished.started_at is not None:
+            self.metrics.analysis_duration.observe(max(0.0, now - finished.started_at))
+        log.info(
+            f"analysis.{status}",
+            extra={"session_id": finished.session_id, "analysis_id": result.analysis_id, "via": finished.via},
+        )
+        if finished.deliveries:
+            self.wakeups("deliver")
+
+    async def _finish(self, result: AnalysisResult) -> None:
+        now = self.clock()
+        finished = await self.store.finish(result, self.router, now)
+        if finished is not None:
+            self._finished(result, finished, now)
+
+    # --- starting ---------------------------------------------------------------------------
+
+    async def start(self, call: CallRecord) -> None:
+        """Start the call's analysis once; every failure leaves the call queued or finished with a reason."""
+        now = self.clock()
+        sid = call.session_id
+        try:
+            if await self._guardrails(call, now):
+                return
+            if call.end_session:
+                await self.kallglot.end_session(sid, idempotency_key=f"kr-end-{call.analysis_key[12:]}")
+                await self.store.mark_session_ended(sid, self.clock())
+            started = await self.kallglot.start_analysis(
+                sid,
+                profile=self.settings.profile,
+                include=self.settings.include,
+                idempotency_key=call.analysis_key,
+            )
+        except RateLimited as exc:
+            await self.store.retry_call(sid, now + (exc.retry_after or 30.0), exc.reason, self.clock())
+            log.warning("analysis.rate_limited", extra={"session_id": sid, "retry_after": exc.retry_after})
+            return
+        except StartingPaused as exc:
+            until = self.gate.pause(exc.reason, now)
+            await self.store.retry_call(sid, until, exc.reason, self.clock())
+            return
+        except (NotFound, Rejected) as exc:
+            log.warning("analysis.rejected", extra={"session_id": sid, "reason": exc.reason})
+            await self._finish(_failure(sid, None, exc.reason))
+            return
+        except KallglotError as exc:
+            delay = exc.retry_after or backoff(call.attempts, initial=2.0, maximum=300.0)
+            await self.store.retry_call(sid, now + delay, exc.reason, self.clock())
+            log.warning("analysis.retry", extra={"session_id": sid, "reason": exc.reason, "retry_in": delay})
+            return
+        self.gate.resume()
+        now = self.clock()
+        await self.store.mark_started(sid, started.id, now + self.settings.poll_after_seconds, now)
+        self.metrics.analyses_started.inc()
+        log.info("analysis.started", extra={"session_id": sid, "analysis_id": started.id})
+        result = _result(sid, started.id, started.body, "poll")
+        if result is not None:  # Kallglot may answer with a finished analysis (idempotent replay)
+            await self._finish(result)
+
+    async def _guardrails(self, call: CallRecord, now: float) -> bool:
+        """True when the call must not be started now (skipped, or waiting for credits)."""
+        minimum = self.settings.min_duration_seconds
+        if minimum > 0:
+            duration = call.call.get("duration_seconds")
+            if duration is None:
+                session = await self.session_info(call.session_id)
+                duration = session.get("duration_seconds", session.get("duration"))
+            if isinstance(duration, int | float) and duration < minimum:
+                reason = f"call lasted {duration:g}s, below RECEIVER_MIN_DURATION_SECONDS={minimum:g}"
+                await self.store.skip_call(call.session_id, reason, now)
+                self.metrics.analyses_skipped.labels("min_duration").inc()
+                log.info("analysis.skipped", extra={"session_id": call.session_id, "reason": reason})
+                return True
+        reserve = self.settings.credit_reserve
+        if reserve > 0:
+            if self.kallglot.credits_remaining is None or self.gate.reason is not None:
+                # Any authenticated response carries the balance; a GET costs no credit.
+                await self.kallglot.get_session(call.session_id)
+            credits = self.kallglot.credits_remaining
+            if credits is not None and credits <= reserve:
+                reason = f"credits remaining {credits:g} <= RECEIVER_CREDIT_RESERVE={reserve}"
+                until = self.gate.pause(reason, now)
+                await self.store.retry_call(call.session_id, until, reason, now)
+                return True
+        return False
+
+    async def session_info(self, session_id: str) -> dict[str, Any]:
+        """``GET /sessions/{id}``, cached per call; {} when Kallglot cannot tell us."""
+        cached = self._sessions.get(session_id)
+        if cached is not None:
+            return cached
+        try:
+            session = await self.kallglot.get_session(session_id)
+        except KallglotError as exc:
+            log.info("session.lookup_failed", extra={"session_id": session_id, "reason": exc.reason})
+            return {}
+        self._sessions[session_id] = session
+        while len(self._sessions) > 1024:
+            self._sessions.popitem(last=False)
+        return session
+
+    # --- following --------------------------------------------------------------------------
+
+    async def poll(self, call: CallRecord) -> None:
+        sid = call.session_id
+        now = self.clock()
+        if call.analysis_id is None:
+            await self.store.schedule_poll(sid, now + self.settings.poll_after_seconds, False, now)
+            return
+        try:
+            analysis = await self.kallglot.get_analysis(call.analysis_id)
+        except NotFound as exc:
+            await self._finish(_failure(sid, call.analysis_id, exc.reason))
+            return
+        except KallglotError as exc:
+            delay = exc.retry_after or backoff(call.polls, initial=5.0, maximum=MAX_POLL_SECONDS)
+            await self.store.schedule_poll(sid, now + delay, False, self.clock())
+            log.warning("analysis.poll_failed", extra={"session_id": sid, "reason": exc.reason})
+            return
+        result = _result(sid, call.analysis_id, analysis, "poll")
+        if result is not None:
+            await self._finish(result)
+            return
+        started = call.started_at or call.received_at
+        stale = now - started > self.settings.deadline_seconds
+        if stale:
+            delay = STALE_POLL_SECONDS
+            if call.state is CallState.PROCESSING:
+                log.warning("analysis.stale", extra={"session_id": sid, "analysis_id": call.analysis_id})
+        else:
+            delay = backoff(
+                call.polls, initial=self.settings.poll_after_seconds / 2, maximum=MAX_POLL_SECONDS
+            )
+        await self.store.schedule_poll(sid, now + delay, stale, self.clock())
+
+    # --- delivering -------------------------------------------------------------------------
+
+    async def build_delivery(self, job: DeliveryJob, options: HandlerOptions) -> Delivery:
+        record = job.delivery
+        call = dict(job.call)
+        if options.enrich and ("metadata" not in call or not (call.get("from") or call.get("to"))):
+            session = await self.session_info(record.session_id)
+            if session.get("phone_number") and "phone_number" not in call:
+                call["phone_number"] = session["phone_number"]
+            if isinstance(session.get("metadata"), dict):
+                call["metadata"] = {**session["metadata"], **call.get("metadata", {})}
+        doc = narrow(
+            document(record.session_id, record.handler, record.status, call, job.analysis), options.fields
+        )
+        return Delivery(
+            id=record.id,
+            handler=record.handler,
+            session_id=record.session_id,
+            analysis_id=job.analysis_id,
+            status="completed" if record.status == "completed" else "failed",
+            attempt=record.attempts + 1,
+            created_at=datetime.fromtimestamp(record.created_at, UTC),
+            document=doc,
+        )
+
+    async def deliver(self, job: DeliveryJob, timeout: float) -> DeliveryError | None:
+        """One attempt; returns the classified error (None on success) after recording the outcome."""
+        record = job.delivery
+        options, handler = self.handlers[record.handler]
+        started = time.perf_counter()
+        error: DeliveryError | None = None
+        try:
+            delivery = await self.build_delivery(job, options)
+            await asyncio.wait_for(handler.deliver(delivery), timeout=timeout)
+        except DeliveryError as exc:
+            error = exc
+        except TimeoutError:
+            error = DeliveryError(f"no answer within {timeout:g}s")
+        except Exception as exc:
+            sentry_sdk.capture_exception(exc)
+            error = DeliveryError(f"unexpected {type(exc).__name__} in handler")
+        self.metrics.delivery_duration.labels(record.handler).observe(time.perf_counter() - started)
+        now = self.clock()
+        if error is None:
+            await self.store.mark_delivered(record.id, now)
+            self.metrics.deliveries.labels(record.handler, "delivered").inc()
+            self.metrics.call_to_delivery.labels(record.handler).observe(max(0.0, now - job.call_received_at))
+            log.info("delivery.delivered", extra={"session_id": record.session_id, "handler": record.handler})
+            return None
+        policy = options.retry
+        attempts = record.attempts + 1
+        first = record.first_attempt_at or now
+        delay = error.retry_after or backoff(
+            attempts, initial=policy.initial_seconds, maximum=policy.max_seconds, multiplier=policy.multiplier
+        )
+        exhausted = now + delay - first > policy.horizon_seconds or (
+            policy.max_attempts is not None and attempts >= policy.max_attempts
+        )
+        if isinstance(error, PermanentDeliveryError) or exhausted:
+            await self.store.dead_letter(record.id, error.reason, now)
+            self.metrics.deliveries.labels(record.handler, "dead_lettered").inc()
+            log.error(
+                "delivery.dead_lettered",
+                extra={"session_id": record.session_id, "handler": record.handler, "reason": error.reason},
+            )
+        else:
+            await self.store.retry_delivery(record.id, now + delay, error.reason, now)
+            self.metrics.deliveries.labels(record.handler, "retried").inc()
+            log.warning(
+                "delivery.retry",
+                extra={
+                    "session_id": record.session_id,
+                    "handler": record.handler,
+                    "reason": error.reason,
+                    "retry_in": round(delay, 3),
+                },
+            )
+        return error
+
+
+def _result(
+    session_id: str | None, analysis_id: str | None, analysis: dict[str, Any], via: str
+) -> AnalysisResult | None:
+    state = analysis_status(analysis.get("status") if isinstance(analysis.get("status"), str) else None)
+    if state is None:
+        return None
+    error = analysis.get("error")
+    return AnalysisResult(
+        session_id=session_id,
+        analysis_id=analysis_id,
+        state=state,
+        analysis=analysis,
+        via=via,
+        reason=str(error)[:500] if state is CallState.FAILED and error else None,
+    )
+
+
+def _failure(session_id: str, analysis_id: str | None, reason: str) -> AnalysisResult:
+    analysis = {
+        "object": "analysis",
+        "id": analysis_id,
+        "session_id": session_id,
+        "status": "failed",
+        "error": reason,
+    }
+    return AnalysisResult(session_id, analysis_id, CallState.FAILED, analysis, "start", reason)

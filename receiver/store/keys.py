@@ -1,0 +1,20 @@
+"""Deterministic keys: the same input gives the same key in every replica, after every restart."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def analysis_key(session_id: str, profile: str, include: Sequence[str]) -> str:
+    """The ``Idempotency-Key`` of an analysis: session id and analysis settings, nothing else."""
+    return "kr-analysis-" + _digest(session_id, profile, ",".join(sorted(include)))[:40]
+
+
+def delivery_id(session_id: str, handler: str) -> str:
+    """The id of the (call, handler) delivery, stable across retries and replays (``webhook-id``)."""
+    return "dlv_" + _digest(session_id, handler)[:32]

@@ -1,0 +1,300 @@
+"""Background loops: start analyses, poll overdue ones, deliver the outbox, keep gauges and prune.
+
+Each loop has ``run_once()`` (claim what is due, launch it within its concurrency) and ``run(stop)``;
+it sleeps until its wake-up event fires or a tick passes. Work is claimed with a lease, so a killed
+process leaves nothing stuck: SQLite releases leases at start, PostgreSQL lets them expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import sentry_sdk
+
+from receiver.delivery import CircuitPolicy, PermanentDeliveryError
+from receiver.service import Service
+from receiver.store import StoreError
+
+log = logging.getLogger("receiver")
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+START_LEASE = 120.0
+POLL_LEASE = 60.0
+
+
+class Loop:
+    """Claims due work and runs it in tasks it owns, at most ``concurrency`` at a time."""
+
+    name = "loop"
+
+    def __init__(self, wakeup: asyncio.Event, *, tick: float = 1.0, concurrency: int = 8) -> None:
+        self.wakeup = wakeup
+        self.tick = tick
+        self.concurrency = concurrency
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - len(self.tasks)
+
+    def launch(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._guard(coro))
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.wakeup.set()  # a slot is free: look for more work
+
+    async def _guard(self, coro: Awaitable[None]) -> None:
+        try:
+            await coro
+        except StoreError as exc:
+            log.warning(f"{self.name}.store_error", extra={"error": str(exc)})
+        except Exception as exc:
+            sentry_sdk.capture_exception(exc)
+            log.exception(f"{self.name}.crashed")
+
+    async def run_once(self) -> int:
+        """Claim and launch due work; return how many items were launched."""
+        raise NotImplementedError
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            self.wakeup.clear()
+            try:
+                launched = await self.run_once()
+                failures = 0
+            except StoreError as exc:
+                failures += 1
+                launched = 0
+                log.warning(f"{self.name}.store_unavailable", extra={"error": str(exc)})
+            except Exception as exc:
+                failures += 1
+                launched = 0
+                sentry_sdk.capture_exception(exc)
+                log.exception(f"{self.name}.crashed")
+            if launched and self.free > 0 and not failures:
+                continue
+            timeout = self.tick if not failures else min(30.0, self.tick * 2**failures)
+            await _wait_any(
+                stop, self.wakeup, timeout, ignore_wakeup=bool(failures)
+            )
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for in-flight work up to ``timeout``; cancel the rest and return how many were cancelled."""
+        if not self.tasks:
+            return 0
+        _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        return len(pending)
+
+
+async def _wait_any(
+    stop: asyncio.Event, wakeup: asyncio.Event, timeout: float, *, ignore_wakeup: bool
+) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if not ignore_wakeup:
+        waiters.append(asyncio.ensure_future(wakeup.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+class Starter(Loop):
+    name = "starter"
+
+    def __init__(self, service: Service, **kwargs: Any) -> None:
+        super().__init__(service.wakeups.events["start"], **kwargs)
+        self.service = service
+
+    async def run_once(self) -> int:
+        now = self.service.clock()
+        limit = self.free
+        gate = self.service.gate.open_for(now)
+        if gate == 0:
+            return 0
+        if gate > 0:
+            limit = min(limit, 1) if not self.tasks else 0
+        blocked = self.service.kallglot.blocked_until()
+        if limit <= 0 or blocked > now:
+            return 0
+        calls = await self.service.store.claim_calls_to_start(limit, now, START_LEASE, OWNER)
+        for call in calls:
+            self.launch(self.service.start(call))
+        return len(calls)
+
+
+class Poller(Loop):
+    name = "poller"
+
+    def __init__(self, service: Service, **kwargs: Any) -> None:
+        super().__init__(service.wakeups.events["poll"], **kwargs)
+        self.service = service
+
+    async def run_once(self) -> int:
+        if self.free <= 0:
+            return 0
+        now = self.service.clock()
+        calls = await self.service.store.claim_calls_to_poll(self.free, now, POLL_LEASE, OWNER)
+        for call in calls:
+            self.launch(self.service.poll(call))
+        return len(calls)
+
+
+@dataclass
+class Circuit:
+    """A handler's circuit breaker: open after ``failure_threshold`` transient failures in a row,
+    one probe after ``open_seconds``, closed again on the first success."""
+
+    handler: str
+    policy: CircuitPolicy
+    failures: int = 0
+    open_until: float | None = None
+    probing: bool = False
+
+    def allowance(self, now: float, free: int) -> int:
+        if self.open_until is None:
+            return free
+        if now < self.open_until or self.probing:
+            return 0
+        self.probing = True
+        return min(free, 1)
+
+    def record(self, ok: bool, now: float, on_change: Callable[[str, bool], None]) -> None:
+        self.probing = False
+        if ok:
+            if self.open_until is not None:
+                on_change(self.handler, False)
+            self.failures, self.open_until = 0, None
+            return
+        self.failures += 1
+        if self.open_until is not None or self.failures >= self.policy.failure_threshold:
+            if self.open_until is None:
+                on_change(self.handler, True)
+            self.open_until = now + self.policy.open_seconds
+
+
+class Deliverer(Loop):
+    """One loop for every handler: per-handler concurrency, rate limit and circuit breaker."""
+
+    name = "deliverer"
+
+    def __init__(self, service: Service, *, handler_timeout: float = 60.0, **kwargs: Any) -> None:
+        super().__init__(service.wakeups.events["deliver"], **kwargs)
+        self.service = service
+        self.handler_timeout = handler_timeout
+        self.in_flight: dict[str, int] = dict.fromkeys(service.handlers, 0)
+        self.circuits = {
+            name: Circuit(name, options.circuit) for name, (options, _) in service.handlers.items()
+        }
+        self.next_slot: dict[str, float] = dict.fromkeys(service.handlers, 0.0)
+        self.concurrency = sum(options.concurrency for options, _ in service.handlers.values()) or 1
+
+    def _circuit_changed(self, handler: str, is_open: bool) -> None:
+        self.service.metrics.circuit_open.labels(handler).set(1 if is_open else 0)
+        if is_open:
+            log.error("handler.circuit_open", extra={"handler": handler})
+        else:
+            log.info("handler.circuit_closed", extra={"handler": handler})
+
+    async def run_once(self) -> int:
+        launched = 0
+        for name, (options, _) in self.service.handlers.items():
+            now = self.service.clock()
+            free = options.concurrency - self.in_flight[name]
+            if options.rate_limit_per_second:
+                if self.next_slot[name] > now:
+                    continue
+                free = min(free, max(1, int(options.rate_limit_per_second)))
+            free = self.circuits[name].allowance(now, free)
+            if free <= 0:
+                continue
+            lease = self.handler_timeout + 30.0
+            jobs = await self.service.store.claim_deliveries(name, free, now, lease, OWNER)
+            if not jobs and self.circuits[name].probing:
+                self.circuits[name].probing = False
+            for index, job in enumerate(jobs):
+                delay = index / options.rate_limit_per_second if options.rate_limit_per_second else 0.0
+                self.in_flight[name] += 1
+                self.launch(self._one(name, job, delay))
+            if options.rate_limit_per_second and jobs:
+                self.next_slot[name] = now + len(jobs) / options.rate_limit_per_second
+            launched += len(jobs)
+        return launched
+
+    async def _one(self, name: str, job: Any, delay: float) -> None:
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+            error = await self.service.deliver(job, self.handler_timeout)
+            ok = error is None or isinstance(error, PermanentDeliveryError)
+            self.circuits[name].record(ok, self.service.clock(), self._circuit_changed)
+        finally:
+            self.in_flight[name] -= 1
+
+    @property
+    def free(self) -> int:
+        return max(0, self.concurrency - len(self.tasks))
+
+
+class Maintenance(Loop):
+    """Refreshes the gauges from the store and prunes old rows, away from the request path."""
+
+    name = "maintenance"
+
+    def __init__(
+        self, service: Service, *, event_retention: float, call_retention: float, prune_every: float = 600.0
+    ) -> None:
+        super().__init__(asyncio.Event(), tick=5.0, concurrency=1)
+        self.service = service
+        self.event_retention = event_retention
+        self.call_retention = call_retention
+        self.prune_every = prune_every
+        self._last_prune = 0.0
+
+    async def run_once(self) -> int:
+        service = self.service
+        now = service.clock()
+        stats = await service.store.stats(now)
+        service.metrics.apply_stats(stats, service.handlers)
+        service.metrics.store_up.set(1)
+        if now - self._last_prune >= self.prune_every:
+            self._last_prune = now
+            total = (0, 0)
+            while True:
+                events, calls = await service.store.prune(
+                    now - self.event_retention, now - self.call_retention, 500
+                )
+                total = (total[0] + events, total[1] + calls)
+                if events < 500 and calls < 500:
+                    break
+                await asyncio.sleep(0)  # let requests through between batches
+            if any(total):
+                log.info("store.pruned", extra={"event_ids": total[0], "calls": total[1]})
+        return 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except StoreError as exc:
+                self.service.metrics.store_up.set(0)
+                log.warning("maintenance.store_unavailable", extra={"error": str(exc)})
+            except Exception as exc:
+                sentry_sdk.capture_exception(exc)
+                log.exception("maintenance.crashed")
+            await _wait_any(stop, self.wakeup, self.tick, ignore_wakeup=True)
