@@ -8,7 +8,6 @@ all through one shared ``httpx.AsyncClient``. Pending work costs a heap entry, n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import heapq
 import itertools
@@ -150,6 +149,7 @@ class WebhookDispatcher:
 
     async def _run(self) -> None:
         slots = asyncio.Semaphore(self._max_concurrency)
+        loop = asyncio.get_running_loop()
         while True:
             now = self._clock()
             while self._heap and self._heap[0].at <= now:
@@ -166,8 +166,10 @@ class WebhookDispatcher:
                         log.exception("sandbox.timer_failed")
             self._wake.clear()
             wait = self._max_wait if not self._heap else min(self._max_wait, self._heap[0].at - now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+            # a timer handle rather than wait_for: no task per turn of the loop
+            timer = loop.call_later(max(wait, 0.0), self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
 
     async def _attempt(self, delivery: Delivery, slots: asyncio.Semaphore) -> None:
         try:

@@ -92,14 +92,21 @@ class WebhookSink:
     statuses: list[int] = field(default_factory=list)
     delays: list[float] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     def __post_init__(self) -> None:
         self.app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
 
     async def _hook(self, request: Request) -> JSONResponse:
         self.received.append(Received(dict(request.headers), await request.body()))
-        if self.delays:
-            await asyncio.sleep(self.delays.pop(0))  # plays a slow endpoint; no test waits on it
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.delays:
+                await asyncio.sleep(self.delays.pop(0))  # plays a slow endpoint; no test waits on it
+        finally:
+            self.in_flight -= 1
         status = self.statuses.pop(0) if self.statuses else 200
         return JSONResponse({"ok": status < 300}, status)
 
