@@ -303,8 +303,8 @@ class SalesforceHandler:
                 raise PermanentDeliveryError("Salesforce token response named an invalid instance_url")
             return _Token(access_token, instance_url.rstrip("/"))
         if response.status_code == 429:
-            return_after = _seconds(response.headers.get("retry-after")) or 60.0
-            raise RateLimitedError("Salesforce login rate limited the request", retry_after=return_after)
+            retry_after = _seconds(response.headers.get("retry-after")) or 60.0
+            raise RateLimitedError("Salesforce login rate limited the request", retry_after=retry_after)
         if response.status_code == 408 or response.status_code >= 500:
             raise TransientDeliveryError(f"Salesforce login answered {response.status_code}")
         error = _clean(str(data.get("error") or response.status_code), self._secret)

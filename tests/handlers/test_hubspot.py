@@ -60,29 +60,6 @@ CALL = {
 }
 
 
-class FakeClock:
-    """Time that only moves when the handler sleeps: pacing is observed, never waited for."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-class NoKallglot:
-    async def get_session(self, session_id: str) -> dict[str, Any]:
-        raise AssertionError("the hubspot handler does not read Kallglot")
-
-    async def get_transcript(self, session_id: str) -> dict[str, Any]:
-        raise AssertionError("the hubspot handler does not read Kallglot")
-
-
 def delivery(
     *,
     call: dict[str, Any] | None = None,
@@ -113,7 +90,8 @@ def delivery(
 class Rig:
     fake: HubSpotFake
     url: str
-    clock: FakeClock = field(default_factory=FakeClock)
+    clock: Any  # conftest's VirtualClock: sleeps advance it and are recorded
+    context: HandlerContext
     built: list[hubspot.HubSpotHandler] = field(default_factory=list)
 
     def handler(self, **options: Any) -> hubspot.HubSpotHandler:
@@ -124,8 +102,7 @@ class Rig:
             "api_url": self.url,
             **options,
         }
-        context = HandlerContext(kallglot=NoKallglot(), clock=self.clock, sleep=self.clock.sleep)
-        built = hubspot.build(hubspot.Options.model_validate(settings), context)
+        built = hubspot.build(hubspot.Options.model_validate(settings), self.context)
         self.built.append(built)
         return built
 
@@ -147,11 +124,11 @@ async def server() -> AsyncIterator[tuple[Switchboard, str]]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def rig(server: tuple[Switchboard, str]) -> AsyncIterator[Rig]:
+async def rig(server: tuple[Switchboard, str], clock: Any, context: HandlerContext) -> AsyncIterator[Rig]:
     board, url = server
     fake = HubSpotFake()
     board.app = fake.app()
-    rig = Rig(fake, url)
+    rig = Rig(fake, url, clock, context)
     yield rig
     for built in rig.built:
         await built.aclose()
