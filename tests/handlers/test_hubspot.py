@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -314,6 +315,16 @@ async def test_retry_and_replay_update_the_same_call(rig: Rig) -> None:
     assert len(rig.fake.calls) == 1
     assert "Replayed summary." in call["properties"]["hs_call_body"]
     assert rig.fake.associations == {(call["id"], contact)}
+
+
+async def test_concurrent_attempts_converge_on_one_call(rig: Rig) -> None:
+    rig.fake.add_contact(phone=CUSTOMER)
+    handler = rig.handler()
+
+    await asyncio.gather(handler.deliver(delivery()), handler.deliver(delivery(attempt=2)))
+
+    assert len(rig.fake.calls) == 1
+    assert len(rig.fake.associations) == 1
 
 
 async def test_retry_with_no_match_create_reuses_the_contact_it_created(rig: Rig) -> None:

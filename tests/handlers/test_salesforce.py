@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,6 +256,17 @@ async def test_expired_token_is_refreshed_once(rig: Rig) -> None:
     rig.fake.expire_tokens()
 
     await handler.deliver(rig.delivery(attempt=2))
+
+    assert rig.fake.token_requests == 2
+    assert len(rig.fake.tasks) == 1
+
+
+async def test_concurrent_deliveries_share_one_token_refresh(rig: Rig) -> None:
+    handler = rig.handler()
+    await handler.deliver(rig.delivery())
+    rig.fake.expire_tokens()
+
+    await asyncio.gather(*(handler.deliver(rig.delivery(attempt=n)) for n in (2, 3, 4)))
 
     assert rig.fake.token_requests == 2
     assert len(rig.fake.tasks) == 1
