@@ -6,6 +6,7 @@ whole state machine can be tested by moving a fake clock.
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 from collections import Counter
@@ -22,7 +23,7 @@ Clock = Callable[[], float]
 AnalysisStatus = Literal["processing", "completed", "failed"]
 
 SESSION_ID = re.compile(r"^sess_[A-Za-z0-9_-]{1,64}$")
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 _OLD_NAMES = {"summary": "summary", "sentiment": "sentiment", "compliance": "compliance"}
 _OLD_NAMES |= {"keywords": "topics", "performance": "quality"}
 FAILURE_TEXT = "Analysis failed: the transcript could not be processed (sandbox-simulated failure)."
@@ -74,10 +75,10 @@ class SandboxState:
         return rate > 0 and (rate >= 1 or self.rng.random() < rate)
 
     def new_id(self, prefix: str) -> str:
-        """``prefix`` + a 26-character ULID-like id: time first, so ids sort by creation."""
-        ms = int(self.clock() * 1000) % (32**10)
-        head = "".join(_CROCKFORD[(ms >> (5 * i)) & 31] for i in reversed(range(10)))
-        return prefix + head + "".join(self.rng.choices(_CROCKFORD, k=16))
+        """``prefix`` + a 26-character ULID (Crockford base32): time first, so ids sort by creation."""
+        ms = int(self.clock() * 1000) & ((1 << 50) - 1)
+        value = ((ms << 80) | self.rng.getrandbits(80)) << 6  # 130 bits, padded to 17 bytes
+        return prefix + base64.b32encode(value.to_bytes(17, "big"))[:26].translate(_TO_CROCKFORD).decode()
 
     # --- authentication and budgets ---------------------------------------------------------
 
