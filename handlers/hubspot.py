@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 _MAX_ASSOCIATED = 10  # contacts associated under ``many_matches: all``; also the search page size
 _MAX_BODY_CHARS = 60_000  # hs_call_body holds 65,536 characters
 _DEFAULT_RETRY_AFTER = 10.0  # HubSpot's private-app limits are per 10-second window
+_DAILY_RETRY_AFTER = 3600.0
 
 
 class Options(HandlerOptions):
@@ -321,11 +322,13 @@ def classify(response: httpx.Response, secret: str) -> DeliveryError:
     message = sanitise(str(data.get("message") or response.reason_phrase or ""), secret)
     category = _text(data.get("category"))
     if status == 429:
+        policy = _text(data.get("policyName")) or "rate limit"
         retry_after = _float(response.headers.get("retry-after"))
+        if retry_after is None and policy == "DAILY":
+            retry_after = _DAILY_RETRY_AFTER  # the daily allowance resets at the portal's midnight
         if retry_after is None:
             interval = _float(response.headers.get("x-hubspot-ratelimit-interval-milliseconds"))
             retry_after = interval / 1000 if interval else _DEFAULT_RETRY_AFTER
-        policy = _text(data.get("policyName")) or "rate limit"
         return RateLimitedError(f"HubSpot rate limited the request ({policy})", retry_after=retry_after)
     if status == 401:
         return PermanentDeliveryError("HubSpot rejected the token (401)")

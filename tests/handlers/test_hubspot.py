@@ -372,6 +372,15 @@ async def test_429_is_rate_limited_with_retry_after(rig: Rig) -> None:
     assert "TEN_SECONDLY_ROLLING" in caught.value.reason
 
 
+async def test_429_for_the_daily_limit_waits_an_hour(rig: Rig) -> None:
+    rig.fake.fail_next(429, {"status": "error", "message": "daily limit", "policyName": "DAILY"})
+
+    with pytest.raises(RateLimitedError) as caught:
+        await rig.handler().deliver(delivery())
+
+    assert caught.value.retry_after == 3600.0
+
+
 async def test_429_without_retry_after_waits_the_rate_limit_interval(rig: Rig) -> None:
     rig.fake.fail_next(429, {"status": "error", "message": "limit"})
 
