@@ -66,6 +66,7 @@ def create_app(
     on_startup: list[Callable[[], Any]] | None = None,
     on_shutdown: list[Callable[[], Any]] | None = None,
     worker_tick: float = 1.0,
+    pause_seconds: tuple[float, float] = (15.0, 300.0),
 ) -> Starlette:
     """Build the ASGI app. ``mounts`` lets ``serve --sandbox`` put the sandbox beside the receiver."""
     settings.require_production_secrets()
@@ -114,6 +115,7 @@ def create_app(
             handlers=handlers,
             router=Router(routes),
             clock=clock,
+            pause_seconds=pause_seconds,
         )
         db.subscribe(service.wakeups)
         app.state.http = HttpState(

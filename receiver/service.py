@@ -77,6 +77,8 @@ class StartGate:
 
     clock: Callable[[], float]
     metrics: Metrics
+    min_pause: float = 15.0
+    max_pause: float = 300.0
     paused_until: float = 0.0
     reason: str | None = None
     _interval: float = field(default=0.0)
@@ -88,7 +90,7 @@ class StartGate:
         return 1 if now >= self.paused_until else 0
 
     def pause(self, reason: str, now: float) -> float:
-        self._interval = min(300.0, max(15.0, self._interval * 2))
+        self._interval = min(self.max_pause, max(self.min_pause, self._interval * 2))
         self.paused_until = now + self._interval
         if self.reason != reason:
             log.warning("starting.paused", extra={"reason": reason, "retry_in": self._interval})
@@ -115,6 +117,7 @@ class Service:
         handlers: dict[str, tuple[HandlerOptions, Handler]],
         router: Router,
         clock: Callable[[], float] = time.time,
+        pause_seconds: tuple[float, float] = (15.0, 300.0),
     ) -> None:
         self.store = store
         self.kallglot = kallglot
@@ -124,7 +127,7 @@ class Service:
         self.router = router
         self.clock = clock
         self.wakeups = Wakeups()
-        self.gate = StartGate(clock, metrics)
+        self.gate = StartGate(clock, metrics, *pause_seconds)
         self._sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     # --- inbound ----------------------------------------------------------------------------
@@ -227,8 +230,9 @@ class Service:
             log.warning("analysis.rate_limited", extra={"session_id": sid, "retry_after": exc.retry_after})
             return
         except StartingPaused as exc:
-            until = self.gate.pause(exc.reason, now)
-            await self.store.retry_call(sid, until, exc.reason, self.clock())
+            # The call stays due: the gate alone decides when starting resumes.
+            self.gate.pause(exc.reason, now)
+            await self.store.retry_call(sid, now, exc.reason, self.clock())
             return
         except (NotFound, Rejected) as exc:
             log.warning("analysis.rejected", extra={"session_id": sid, "reason": exc.reason})
@@ -270,8 +274,8 @@ class Service:
             credits = self.kallglot.credits_remaining
             if credits is not None and credits <= reserve:
                 reason = f"credits remaining {credits:g} <= RECEIVER_CREDIT_RESERVE={reserve}"
-                until = self.gate.pause(reason, now)
-                await self.store.retry_call(call.session_id, until, reason, now)
+                self.gate.pause(reason, now)
+                await self.store.retry_call(call.session_id, now, reason, now)
                 return True
         return False
 

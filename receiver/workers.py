@@ -85,9 +85,7 @@ class Loop:
             if launched and self.free > 0 and not failures:
                 continue
             timeout = self.tick if not failures else min(30.0, self.tick * 2**failures)
-            await _wait_any(
-                stop, self.wakeup, timeout, ignore_wakeup=bool(failures)
-            )
+            await _wait_any(stop, self.wakeup, timeout, ignore_wakeup=bool(failures))
 
     async def drain(self, timeout: float) -> int:
         """Wait for in-flight work up to ``timeout``; cancel the rest and return how many were cancelled."""

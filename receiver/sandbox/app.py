@@ -95,13 +95,21 @@ class Sandbox:
 
     # --- events -----------------------------------------------------------------------------
 
-    def emit(self, type_: str, payload: dict[str, Any], *, droppable: bool = False) -> None:
-        """Send one event now to the configured URL (maybe dropped or doubled by the knobs)."""
+    def emit(
+        self,
+        type_: str,
+        payload: dict[str, Any],
+        *,
+        droppable: bool = False,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Send one event now to the configured URL (maybe dropped or doubled by the knobs);
+        ``then`` runs after its first delivery attempt, or at once if nothing is sent."""
         cfg, state = self.config, self.state
-        if cfg.webhook_url is None:
-            return
-        if droppable and state.chance(cfg.webhook_drop_rate):
-            self.webhooks_dropped += 1
+        if cfg.webhook_url is None or (droppable and state.chance(cfg.webhook_drop_rate)):
+            self.webhooks_dropped += cfg.webhook_url is not None
+            if then is not None:
+                then()
             return
         now = self.clock()
         event = {
@@ -112,8 +120,9 @@ class Sandbox:
             "data": payload,
         }
         body = encode_event(event)
-        for _ in range(2 if state.chance(cfg.webhook_duplicate_rate) else 1):
+        for copy in range(2 if state.chance(cfg.webhook_duplicate_rate) else 1):
             delivery = Delivery(state.new_id("wh_del_"), cfg.webhook_url, cfg.webhook_secret, body, int(now))
+            delivery.then = then if copy == 0 else None
             self.dispatcher.deliver(delivery)
 
     def analysis_started(self, analysis: Analysis) -> None:
@@ -131,7 +140,6 @@ class Sandbox:
         """End the session (it already is) and announce ``session.ended``, then ``transcript.ready``."""
         state = self.state
         session = data.session_object(session_id, state.session(session_id))
-        self.emit("session.ended", session)
         transcript = {
             "id": f"trn_{session_id}",
             "object": "transcript",
@@ -139,5 +147,10 @@ class Sandbox:
             "status": "completed",
         }
         ready_at = state.transcript_ready_at(session_id)
-        self.dispatcher.call_at(ready_at, lambda: self.emit("transcript.ready", transcript))
+
+        def announce_transcript() -> None:
+            self.dispatcher.call_at(ready_at, lambda: self.emit("transcript.ready", transcript))
+
+        # transcript.ready waits for session.ended's first attempt, so that it really comes second
+        self.emit("session.ended", session, then=announce_transcript)
         return session

@@ -48,6 +48,8 @@ class Delivery:
     body: bytes
     original_timestamp: int
     attempt: int = 0
+    then: Callable[[], None] | None = None
+    """Run once the first attempt is over, whatever its outcome (orders dependent events)."""
 
 
 @dataclass(order=True, slots=True)
@@ -77,6 +79,7 @@ class WebhookDispatcher:
         self._max_concurrency = max_concurrency
         self._max_wait = max_wait
         self._heap: list[_Due] = []
+        self._queued = 0
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
@@ -94,6 +97,8 @@ class WebhookDispatcher:
     # --- scheduling -------------------------------------------------------------------------
 
     def _push(self, at: float, item: Delivery | Callable[[], None]) -> None:
+        if isinstance(item, Delivery):
+            self._queued += 1
         heapq.heappush(self._heap, _Due(at, next(self._seq), item))
         self._wake.set()
 
@@ -111,11 +116,12 @@ class WebhookDispatcher:
     @property
     def pending(self) -> int:
         """Deliveries waiting for an attempt or in one."""
-        return sum(isinstance(d.item, Delivery) for d in self._heap) + len(self._inflight)
+        return self._queued + len(self._inflight)
 
     def clear(self) -> None:
         """Forget everything scheduled (attempts already on the wire finish)."""
         self._heap.clear()
+        self._queued = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -137,7 +143,7 @@ class WebhookDispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         dropped = self.pending
-        self._heap.clear()
+        self.clear()
         self._inflight.clear()
         if self._client is not None:
             await self._client.aclose()
@@ -155,6 +161,7 @@ class WebhookDispatcher:
             while self._heap and self._heap[0].at <= now:
                 item = heapq.heappop(self._heap).item
                 if isinstance(item, Delivery):
+                    self._queued -= 1
                     await slots.acquire()
                     task = asyncio.create_task(self._attempt(item, slots))
                     self._inflight.add(task)
@@ -176,6 +183,9 @@ class WebhookDispatcher:
             ok = await self._post(delivery)
         finally:
             slots.release()
+        then, delivery.then = delivery.then, None
+        if then is not None:
+            then()
         if ok:
             self.delivered += 1
             return

@@ -1,0 +1,55 @@
+"""Fixtures: a running receiver + sandbox + webhook sink, configurable per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from receiver.app import create_app
+from receiver.sandbox import Sandbox
+from tests.integration.harness import (
+    Sink,
+    Stack,
+    receiver_settings,
+    sandbox_config,
+    start_server,
+    stop_server,
+)
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
+    """``await make_stack(sandbox={knobs}, receiver={settings})``: everything stops at the test's end."""
+    async with AsyncExitStack() as exits:
+
+        async def make(sandbox: dict[str, Any] | None = None, **receiver: Any) -> Stack:
+            sink = Sink()
+            sink_server, sink_url = await start_server(sink.app())
+            exits.push_async_callback(stop_server, sink_server)
+            box = Sandbox(sandbox_config(**(sandbox or {})))
+            box_server, box_url = await start_server(box.app)
+            exits.push_async_callback(stop_server, box_server)
+            files = tmp_path / "deliveries"
+            database = receiver.pop("database_url", f"sqlite:///{tmp_path}/receiver.db")
+            settings = receiver_settings(box_url, database, sink_url, files, **receiver)
+            app = create_app(settings, worker_tick=0.05, pause_seconds=(0.3, 1.0))
+            server, url = await start_server(app)
+            exits.push_async_callback(stop_server, server)
+            box.update_config({"webhook_url": f"{url}/webhooks/kallglot"})
+            http = httpx.AsyncClient(timeout=10)
+            exits.push_async_callback(http.aclose)
+            return Stack(box, box_url, url, app, sink, files, http)
+
+        yield make
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    return await make_stack()
