@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FakeClock, Running, fast_config, plain_client
+
+from .support import FakeClock, Running, fast_config, plain_client
 
 Launch = Callable[..., Awaitable[Running]]
 BODY = {"profile": "default", "include": ["summary", "compliance"]}

@@ -6,9 +6,9 @@ import asyncio
 import random
 import time
 
-from conftest import FakeClock, WebhookSink, wait_for
-
 from receiver.sandbox.webhooks import Delivery, WebhookDispatcher
+
+from .support import FakeClock, WebhookSink, wait_for
 
 
 def dispatcher(clock: FakeClock | None = None, *, max_concurrency: int = 64) -> WebhookDispatcher:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,6 +11,8 @@ from receiver.sandbox.errors import ApiError
 from receiver.sandbox.idempotency import TTL_SECONDS, IdempotencyCache
 from receiver.sandbox.ratelimit import FixedWindow
 from receiver.sandbox.state import SandboxState
+
+from .support import FakeClock
 
 # --- rate windows -----------------------------------------------------------------------------
 

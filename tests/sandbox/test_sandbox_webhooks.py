@@ -6,10 +6,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import FakeClock, Received, Running, WebhookSink, fast_config, plain_client, wait_for
 
 from receiver.sandbox import DEV_WEBHOOK_SECRET, SandboxConfig
 from receiver.signing import verify_kallglot
+
+from .support import FakeClock, Received, Running, WebhookSink, fast_config, plain_client, wait_for
 
 Launch = Callable[..., Awaitable[Running]]
 Sink = tuple[WebhookSink, str]
