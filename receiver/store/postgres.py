@@ -1,0 +1,774 @@
+"""PostgreSQL backend for several replicas, on asyncpg with its connection pool.
+
+Why asyncpg rather than psycopg 3: the store is async-only and sits on the hot path of every event,
+and asyncpg speaks the binary protocol natively, prepares and caches every statement per
+connection without being asked (each use case below is one or two prepared statements), ships a
+mature pool that replaces broken connections by itself after an outage, and delivers LISTEN/NOTIFY
+on the event loop without a polling thread. psycopg 3 would do the job too; its strengths (sync
+and async in one API, server-side cursors, COPY ergonomics) are not what this service needs.
+
+Semantics are those of ``receiver.store.Store`` and the SQLite backend, made safe for concurrent
+replicas:
+
+- inbound dedup and call creation are ``INSERT … ON CONFLICT`` on primary keys, so two replicas
+  receiving duplicates of one event at the same moment store it once;
+- work is claimed with ``FOR UPDATE SKIP LOCKED`` and a lease (``lease_until``); a replica that
+  dies leaves its leases to expire and the others take the work over;
+- finishing a call locks its row first, so two results racing create its deliveries once, and
+  marking a delivery done locks the call row, so the last handler always moves it to ``delivered``;
+- writes that create work ``NOTIFY`` the other replicas (``subscribe``); polling stays the fallback;
+- every driver error is translated at this boundary: connection trouble becomes
+  ``StoreUnavailable`` (HTTP 503, workers back off), anything else ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+
+from receiver.lifecycle import CallState, DeliveryState
+from receiver.store import (
+    Accepted,
+    AnalysisResult,
+    CallRecord,
+    DeliveryJob,
+    DeliveryRecord,
+    Finished,
+    NewCall,
+    Router,
+    Stats,
+    StoreError,
+    StoreUnavailable,
+)
+from receiver.store.keys import delivery_id
+
+log = logging.getLogger("receiver")
+
+CHANNEL = "kallglot_receiver"
+#: ``pg_advisory_lock`` key that serialises ``migrate`` across replicas starting together.
+MIGRATION_LOCK = zlib.crc32(b"kallglot-receiver:migrate")
+
+_CALL_COLUMNS = (
+    "session_id, state, call_json, end_session, analysis_key, analysis_id, analysis_json, reason, attempts,"
+    " polls, finished_via, received_at, started_at, finished_at, delivered_at, next_at, updated_at"
+)
+_DELIVERY_COLUMNS = (
+    "id, session_id, handler, status, state, attempts, last_error, created_at, first_attempt_at, next_at,"
+    " delivered_at, dead_at, replays"
+)
+_TO_START = "('received', 'starting')"
+_IN_FLIGHT = "('processing', 'stale')"
+_PRUNABLE = "('completed', 'failed', 'delivered', 'skipped')"
+
+# --- SQL, kept as data: $n parameters, one statement per round trip ------------------------------
+
+_ACCEPT_CALL = """
+WITH ev AS (
+    INSERT INTO inbound_events (source, event_id, type, session_id, received_at)
+    VALUES ($1, $2, $3, $4, $8) ON CONFLICT DO NOTHING RETURNING 1
+), upsert AS (
+    INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at, next_at, updated_at)
+    SELECT $4, 'received', $5::jsonb, $6, $7, $8, $8, $8 WHERE EXISTS (SELECT 1 FROM ev)
+    ON CONFLICT (session_id) DO UPDATE SET
+        call_json = receiver_merge_patch(calls.call_json, EXCLUDED.call_json),
+        end_session = calls.end_session OR EXCLUDED.end_session,
+        updated_at = EXCLUDED.updated_at
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT EXISTS (SELECT 1 FROM ev) AS fresh, (SELECT inserted FROM upsert) AS inserted,
+       CASE WHEN (SELECT inserted FROM upsert) THEN pg_notify($9, $10) END
+"""
+
+_RECORD_EVENT = """
+INSERT INTO inbound_events (source, event_id, type, session_id, received_at)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1
+"""
+
+# The call to finish, locked (two results racing serialise here); by analysis id when no session id.
+_LOCK_FOR_FINISH = """
+SELECT session_id, state, analysis_id, call_json, webhook_seen, started_at FROM calls
+WHERE session_id = coalesce($1::text, (SELECT session_id FROM calls WHERE analysis_id = $2 LIMIT 1))
+FOR UPDATE
+"""
+
+_FINISH = """
+WITH upd AS (
+    UPDATE calls SET state = $2, analysis_id = coalesce(analysis_id, $3), analysis_json = $4::jsonb,
+        reason = $5, finished_at = $6, finished_via = $7, delivered_at = $8,
+        started_at = coalesce(started_at, $6), lease_owner = NULL, lease_until = NULL, updated_at = $6
+    WHERE session_id = $1
+), ins AS (
+    INSERT INTO deliveries (id, session_id, handler, status, state, created_at, next_at)
+    SELECT d.id, $1, d.handler, $9, 'pending', $6, $6
+    FROM unnest($10::text[], $11::text[]) AS d (id, handler)
+    ON CONFLICT DO NOTHING
+)
+SELECT CASE WHEN cardinality($10::text[]) > 0 THEN pg_notify($12, $13) END
+"""
+
+_REQUEST_FETCH = f"""
+WITH ev AS (
+    INSERT INTO inbound_events (source, event_id, type, session_id, received_at)
+    VALUES ($1, $2, $3, $4, $6) ON CONFLICT DO NOTHING RETURNING 1
+), upd AS (
+    UPDATE calls SET webhook_seen = true, next_at = $6, analysis_id = coalesce(analysis_id, $5),
+        updated_at = $6,
+        state = CASE WHEN state IN {_TO_START} THEN 'processing' ELSE state END,
+        started_at = CASE WHEN state IN {_TO_START} THEN coalesce(started_at, $6) ELSE started_at END,
+        lease_owner = CASE WHEN state IN {_TO_START} THEN NULL ELSE lease_owner END,
+        lease_until = CASE WHEN state IN {_TO_START} THEN NULL ELSE lease_until END
+    WHERE session_id = coalesce($4::text, (SELECT session_id FROM calls WHERE analysis_id = $5 LIMIT 1))
+      AND EXISTS (SELECT 1 FROM ev)
+      AND state IN ('received', 'starting', 'processing', 'stale')
+      AND (analysis_id IS NULL OR analysis_id = $5)
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM ev) AS fresh, EXISTS (SELECT 1 FROM upd) AS changed,
+       CASE WHEN EXISTS (SELECT 1 FROM upd) THEN pg_notify($7, $8) END
+"""
+
+_CLAIM_START = f"""
+WITH picked AS MATERIALIZED (
+    SELECT session_id FROM calls
+    WHERE state IN {_TO_START} AND next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
+    ORDER BY next_at LIMIT $4 FOR UPDATE SKIP LOCKED
+)
+UPDATE calls c SET state = 'starting', lease_owner = $1, lease_until = $2, attempts = c.attempts + 1,
+    updated_at = $3
+FROM picked WHERE c.session_id = picked.session_id
+RETURNING {", ".join("c." + col.strip() for col in _CALL_COLUMNS.split(","))}
+"""
+
+_MARK_STARTED = f"""
+UPDATE calls SET analysis_id = coalesce(analysis_id, $2), started_at = coalesce(started_at, $4),
+    updated_at = $4,
+    state = CASE WHEN state IN {_TO_START} THEN 'processing' ELSE state END,
+    next_at = CASE WHEN state NOT IN {_TO_START} THEN next_at WHEN webhook_seen THEN $4 ELSE $3 END,
+    reason = CASE WHEN state IN {_TO_START} THEN NULL ELSE reason END,
+    lease_owner = CASE WHEN state IN {_TO_START} THEN NULL ELSE lease_owner END,
+    lease_until = CASE WHEN state IN {_TO_START} THEN NULL ELSE lease_until END
+WHERE session_id = $1
+"""
+
+_CLAIM_POLL = f"""
+WITH picked AS MATERIALIZED (
+    SELECT session_id FROM calls
+    WHERE state IN {_IN_FLIGHT} AND next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
+    ORDER BY next_at LIMIT $4 FOR UPDATE SKIP LOCKED
+)
+UPDATE calls c SET lease_owner = $1, lease_until = $2, polls = c.polls + 1
+FROM picked WHERE c.session_id = picked.session_id
+RETURNING {", ".join("c." + col.strip() for col in _CALL_COLUMNS.split(","))}
+"""
+
+_CLAIM_DELIVERIES = f"""
+WITH picked AS MATERIALIZED (
+    SELECT id FROM deliveries
+    WHERE handler = $4 AND state = 'pending' AND next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
+    ORDER BY next_at LIMIT $5 FOR UPDATE SKIP LOCKED
+)
+UPDATE deliveries d SET lease_owner = $1, lease_until = $2, first_attempt_at = coalesce(d.first_attempt_at, $3)
+FROM picked, calls c
+WHERE d.id = picked.id AND c.session_id = d.session_id
+RETURNING {", ".join("d." + col.strip() for col in _DELIVERY_COLUMNS.split(","))},
+    c.call_json, c.analysis_json, c.analysis_id AS call_analysis_id, c.received_at AS call_received_at
+"""
+
+# Locks the call row so that the last of several handlers to finish always sees the others done.
+_LOCK_CALL_OF_DELIVERY = """
+SELECT c.session_id FROM deliveries d JOIN calls c ON c.session_id = d.session_id
+WHERE d.id = $1 FOR UPDATE OF c
+"""
+
+_MARK_DELIVERED = """
+WITH d AS (
+    UPDATE deliveries SET state = 'delivered', delivered_at = $2, attempts = attempts + 1,
+        last_error = NULL, lease_owner = NULL, lease_until = NULL
+    WHERE id = $1 AND state = 'pending' RETURNING session_id
+)
+UPDATE calls SET state = 'delivered', delivered_at = $2, updated_at = $2
+WHERE session_id IN (SELECT session_id FROM d) AND state IN ('completed', 'failed')
+  AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.session_id = calls.session_id
+                  AND x.state <> 'delivered' AND x.id <> $1)
+"""
+
+_PRUNE = f"""
+WITH events AS (
+    DELETE FROM inbound_events WHERE (source, event_id) IN (
+        SELECT source, event_id FROM inbound_events WHERE received_at < $1 LIMIT $3 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+), gone AS (
+    DELETE FROM calls WHERE session_id IN (
+        SELECT session_id FROM calls c WHERE updated_at < $2 AND state IN {_PRUNABLE}
+          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.session_id = c.session_id AND d.state = 'pending')
+        LIMIT $3 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM gone) AS calls
+"""
+
+_STATS = f"""
+SELECT
+    (SELECT json_build_array(count(*), min(received_at)) FROM calls WHERE state IN {_TO_START}) AS start,
+    (SELECT json_build_array(count(*), min(coalesce(started_at, received_at))) FROM calls
+        WHERE state IN {_IN_FLIGHT}) AS analysis,
+    (SELECT json_build_array(count(*), min(created_at)) FROM deliveries WHERE state = 'pending') AS delivery,
+    (SELECT coalesce(json_object_agg(handler, n), '{{}}') FROM (SELECT handler, count(*) AS n FROM deliveries
+        WHERE state = 'dead' GROUP BY handler) x) AS dead,
+    (SELECT coalesce(json_object_agg(state, n), '{{}}') FROM (SELECT state, count(*) AS n FROM calls
+        GROUP BY state) y) AS by_state
+"""
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover left us on a standby
+    OSError,
+    TimeoutError,
+)
+
+
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *_CONNECTION_ERRORS)
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("receiver.store").joinpath("migrations/postgres")
+    out = [
+        (int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    ]
+    return sorted(out)
+
+
+def _translate(exc: BaseException) -> StoreError:
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
+    return StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}")
+
+
+def _loads(value: str | None) -> Any:
+    return json.loads(value) if value is not None else None
+
+
+def _call(row: asyncpg.Record) -> CallRecord:
+    return CallRecord(
+        session_id=row["session_id"],
+        state=CallState(row["state"]),
+        call=json.loads(row["call_json"]),
+        end_session=row["end_session"],
+        analysis_key=row["analysis_key"],
+        analysis_id=row["analysis_id"],
+        analysis=_loads(row["analysis_json"]),
+        reason=row["reason"],
+        attempts=row["attempts"],
+        polls=row["polls"],
+        finished_via=row["finished_via"],
+        received_at=row["received_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        delivered_at=row["delivered_at"],
+        next_at=row["next_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _delivery(row: asyncpg.Record) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row["id"],
+        session_id=row["session_id"],
+        handler=row["handler"],
+        status=row["status"],
+        state=DeliveryState(row["state"]),
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        first_attempt_at=row["first_attempt_at"],
+        next_at=row["next_at"],
+        delivered_at=row["delivered_at"],
+        dead_at=row["dead_at"],
+        replays=row["replays"],
+    )
+
+
+def _dead_filter(
+    handler: str | None, session_id: str | None, since: float | None, first: int
+) -> tuple[str, list[Any]]:
+    clauses, params = ["state = 'dead'"], []
+    for clause, value in (("handler = ", handler), ("session_id = ", session_id), ("dead_at >= ", since)):
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{clause}${first + len(params) - 1}")
+    return " AND ".join(clauses), params
+
+
+if TYPE_CHECKING:
+    Connection: TypeAlias = (
+        asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+    )
+
+
+class PostgresStore:
+    """The replicated store (see module docstring).
+
+    ``options``: ``min_size``/``max_size`` of the pool (1/10), ``connect_timeout`` (5 s),
+    ``command_timeout`` (30 s), ``ready_timeout`` (2 s), ``statement_cache_size`` (0 behind a
+    transaction-mode pgbouncer).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 30.0,
+        ready_timeout: float = 2.0,
+        statement_cache_size: int = 100,
+    ) -> None:
+        self._url = url.replace("postgres://", "postgresql://", 1)
+        self._min_size, self._max_size = min_size, max_size
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._ready_timeout = ready_timeout
+        self._statement_cache_size = statement_cache_size
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        # Our own NOTIFYs carry this token so that only the OTHER replicas act on them.
+        self._token = uuid.uuid4().hex[:12]
+        self._migrated = False
+
+    def _notify(self, kind: str) -> str:
+        return f"{kind}:{self._token}"
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, timeout: float | None = None) -> AsyncIterator[Connection]:
+        """A pooled connection; every driver error leaves as StoreUnavailable or StoreError."""
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("the store is not open")
+        try:
+            async with pool.acquire(timeout=timeout or self._connect_timeout) as conn:
+                yield conn
+        except StoreError:
+            raise
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc) from exc
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
+                statement_cache_size=self._statement_cache_size,
+                max_inactive_connection_lifetime=60.0,
+            )
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc) from exc
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), timeout=10)
+            pool.terminate()
+
+    async def migrate(self) -> int:
+        """Apply pending migrations under an advisory lock: replicas starting together queue here."""
+        async with self._conn() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations"
+                    " (version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+                )
+                done = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+                count = 0
+                for version, sql in _migrations():
+                    if version in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations VALUES ($1, extract(epoch FROM now()))", version
+                        )
+                    log.info("store.migration_applied", extra={"version": version})
+                    count += 1
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        self._migrated = True
+        return count
+
+    async def ready(self) -> bool:
+        try:
+            async with asyncio.timeout(self._ready_timeout), self._conn(self._ready_timeout) as conn:
+                if not self._migrated:
+                    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+                    if not exists:
+                        return False
+                    done = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+                    self._migrated = all(version in done for version, _ in _migrations())
+                    return self._migrated
+                await conn.fetchval("SELECT 1")
+                return True
+        except (StoreError, TimeoutError):
+            return False
+
+    # --- wake-ups -----------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """LISTEN on a dedicated connection (reconnecting with backoff); other replicas' NOTIFYs
+        call ``callback(kind)``. After a reconnect every kind is woken: notifications sent while
+        we were away are lost, the work they announced is not."""
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(callback), name="store-listener"
+            )
+
+    async def _listen(self, callback: Callable[[str], None]) -> None:
+        failures = 0
+        while True:
+            conn: asyncpg.Connection[asyncpg.Record] | None = None
+            try:
+                conn = await asyncpg.connect(self._url, timeout=self._connect_timeout)
+                lost = asyncio.Event()
+
+                def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+                    kind, _, token = str(payload).partition(":")
+                    if token != self._token:
+                        callback(kind)
+
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, on_notify)
+                if failures:
+                    log.info("store.listener_reconnected")
+                    for kind in ("start", "poll", "deliver"):
+                        callback(kind)
+                failures = 0
+                while not lost.is_set():
+                    # A silent network loss is only noticed by talking: ping now and then.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), timeout=15.0)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=5.0)
+                raise ConnectionError("listener connection lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning("store.listener_down", extra={"error": str(exc), "retry_in": delay})
+                await asyncio.sleep(delay)
+            finally:
+                if conn is not None:
+                    conn.terminate()
+
+    # --- inbound ------------------------------------------------------------------------------
+
+    async def accept_call(
+        self, source: str, event_id: str, event_type: str, call: NewCall, now: float
+    ) -> Accepted:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                _ACCEPT_CALL,
+                source,
+                event_id,
+                event_type,
+                call.session_id,
+                json.dumps(call.call),
+                call.end_session,
+                call.analysis_key,
+                now,
+                CHANNEL,
+                self._notify("start"),
+            )
+        assert row is not None
+        if not row["fresh"]:
+            return Accepted.DUPLICATE
+        return Accepted.ACCEPTED if row["inserted"] else Accepted.MERGED
+
+    async def accept_analysis(
+        self, source: str, event_id: str, event_type: str, result: AnalysisResult, router: Router, now: float
+    ) -> tuple[Accepted, Finished | None]:
+        async with self._conn() as conn, conn.transaction():
+            fresh = await conn.fetchval(_RECORD_EVENT, source, event_id, event_type, result.session_id, now)
+            if fresh is None:
+                return Accepted.DUPLICATE, None
+            finished = await self._finish(conn, result, router, now)
+        return (Accepted.ACCEPTED if finished else Accepted.IGNORED), finished
+
+    async def request_fetch(
+        self,
+        source: str,
+        event_id: str,
+        event_type: str,
+        session_id: str | None,
+        analysis_id: str,
+        now: float,
+    ) -> Accepted:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                _REQUEST_FETCH,
+                source,
+                event_id,
+                event_type,
+                session_id,
+                analysis_id,
+                now,
+                CHANNEL,
+                self._notify("poll"),
+            )
+        assert row is not None
+        if not row["fresh"]:
+            return Accepted.DUPLICATE
+        return Accepted.ACCEPTED if row["changed"] else Accepted.IGNORED
+
+    # --- starting -----------------------------------------------------------------------------
+
+    async def claim_calls_to_start(
+        self, limit: int, now: float, lease_seconds: float, owner: str
+    ) -> list[CallRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_CLAIM_START, owner, now + lease_seconds, now, limit)
+        return sorted((_call(row) for row in rows), key=lambda c: c.next_at)
+
+    async def mark_started(self, session_id: str, analysis_id: str, first_poll_at: float, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_MARK_STARTED, session_id, analysis_id, first_poll_at, now)
+
+    async def mark_session_ended(self, session_id: str, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE calls SET session_ended = true, end_session = false, updated_at = $2"
+                " WHERE session_id = $1",
+                session_id,
+                now,
+            )
+
+    async def retry_call(self, session_id: str, next_at: float, reason: str, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE calls SET next_at = $2, reason = $3, lease_owner = NULL, lease_until = NULL,"
+                f" updated_at = $4 WHERE session_id = $1 AND state IN {_TO_START}",
+                session_id,
+                next_at,
+                reason,
+                now,
+            )
+
+    async def skip_call(self, session_id: str, reason: str, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE calls SET state = 'skipped', reason = $2, finished_at = $3, lease_owner = NULL,"
+                f" lease_until = NULL, updated_at = $3 WHERE session_id = $1 AND state IN {_TO_START}",
+                session_id,
+                reason,
+                now,
+            )
+
+    # --- following ----------------------------------------------------------------------------
+
+    async def finish(self, result: AnalysisResult, router: Router, now: float) -> Finished | None:
+        async with self._conn() as conn, conn.transaction():
+            return await self._finish(conn, result, router, now)
+
+    async def _finish(
+        self, conn: Connection, result: AnalysisResult, router: Router, now: float
+    ) -> Finished | None:
+        """Inside a transaction: lock the call, check it is unfinished, route, write (2 statements)."""
+        if result.session_id is None and result.analysis_id is None:
+            return None
+        row = await conn.fetchrow(_LOCK_FOR_FINISH, result.session_id, result.analysis_id)
+        if row is None or CallState(row["state"]) not in (
+            CallState.RECEIVED,
+            CallState.STARTING,
+            CallState.PROCESSING,
+            CallState.STALE,
+        ):
+            return None
+        if row["analysis_id"] and result.analysis_id and row["analysis_id"] != result.analysis_id:
+            return None
+        session_id: str = row["session_id"]
+        via = "webhook" if row["webhook_seen"] else result.via
+        handlers = list(dict.fromkeys(router(session_id, json.loads(row["call_json"]), result)))
+        state = result.state if handlers else CallState.DELIVERED
+        await conn.execute(
+            _FINISH,
+            session_id,
+            state.value,
+            result.analysis_id,
+            json.dumps(result.analysis),
+            result.reason,
+            now,
+            via,
+            None if handlers else now,
+            "completed" if result.state is CallState.COMPLETED else "failed",
+            [delivery_id(session_id, handler) for handler in handlers],
+            handlers,
+            CHANNEL,
+            self._notify("deliver"),
+        )
+        return Finished(
+            session_id=session_id, via=via, started_at=row["started_at"], deliveries=len(handlers)
+        )
+
+    async def claim_calls_to_poll(
+        self, limit: int, now: float, lease_seconds: float, owner: str
+    ) -> list[CallRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_CLAIM_POLL, owner, now + lease_seconds, now, limit)
+        return sorted((_call(row) for row in rows), key=lambda c: c.next_at)
+
+    async def schedule_poll(self, session_id: str, next_at: float, stale: bool, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE calls SET next_at = $2, lease_owner = NULL, lease_until = NULL, updated_at = $3,"
+                " state = CASE WHEN $4 AND state = 'processing' THEN 'stale' ELSE state END"
+                f" WHERE session_id = $1 AND state IN {_IN_FLIGHT}",
+                session_id,
+                next_at,
+                now,
+                stale,
+            )
+
+    # --- delivering ---------------------------------------------------------------------------
+
+    async def claim_deliveries(
+        self, handler: str, limit: int, now: float, lease_seconds: float, owner: str
+    ) -> list[DeliveryJob]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_CLAIM_DELIVERIES, owner, now + lease_seconds, now, handler, limit)
+        jobs = [
+            DeliveryJob(
+                delivery=_delivery(row),
+                call=json.loads(row["call_json"]),
+                analysis=_loads(row["analysis_json"]) or {},
+                analysis_id=row["call_analysis_id"],
+                call_received_at=row["call_received_at"],
+            )
+            for row in rows
+        ]
+        return sorted(jobs, key=lambda job: job.delivery.next_at)
+
+    async def mark_delivered(self, delivery_id: str, now: float) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(_LOCK_CALL_OF_DELIVERY, delivery_id)
+            await conn.execute(_MARK_DELIVERED, delivery_id, now)
+
+    async def retry_delivery(self, delivery_id: str, next_at: float, error: str, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = $2, next_at = $3,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'",
+                delivery_id,
+                error,
+                next_at,
+            )
+
+    async def dead_letter(self, delivery_id: str, error: str, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = $2, dead_at = $3,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'",
+                delivery_id,
+                error,
+                now,
+            )
+
+    async def release_delivery(self, delivery_id: str, next_at: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET next_at = $2, lease_owner = NULL, lease_until = NULL"
+                " WHERE id = $1 AND state = 'pending'",
+                delivery_id,
+                next_at,
+            )
+
+    # --- admin --------------------------------------------------------------------------------
+
+    async def get_call(self, session_id: str) -> tuple[CallRecord, list[DeliveryRecord]] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(f"SELECT {_CALL_COLUMNS} FROM calls WHERE session_id = $1", session_id)
+            if row is None:
+                return None
+            deliveries = await conn.fetch(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE session_id = $1 ORDER BY handler",
+                session_id,
+            )
+        return _call(row), [_delivery(d) for d in deliveries]
+
+    async def list_dead_letters(
+        self, handler: str | None, session_id: str | None, since: float | None, limit: int
+    ) -> list[DeliveryRecord]:
+        where, params = _dead_filter(handler, session_id, since, 2)
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {where} ORDER BY dead_at LIMIT $1",
+                limit,
+                *params,
+            )
+        return [_delivery(row) for row in rows]
+
+    async def replay_dead_letters(
+        self, handler: str | None, session_id: str | None, since: float | None, now: float
+    ) -> int:
+        where, params = _dead_filter(handler, session_id, since, 3)
+        async with self._conn() as conn:
+            count = await conn.fetchval(
+                f"WITH r AS (UPDATE deliveries SET state = 'pending', attempts = 0, next_at = $1,"
+                f" dead_at = NULL, first_attempt_at = NULL, replays = replays + 1 WHERE {where} RETURNING 1)"
+                f" SELECT count(*), CASE WHEN EXISTS (SELECT 1 FROM r) THEN pg_notify('{CHANNEL}', $2) END"
+                " FROM r",
+                now,
+                self._notify("deliver"),
+                *params,
+            )
+        return int(count or 0)
+
+    async def stats(self, now: float) -> Stats:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(_STATS)
+        assert row is not None
+        backlog: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        for stage in ("start", "analysis", "delivery"):
+            count, first = json.loads(row[stage])
+            backlog[stage] = int(count)
+            oldest[stage] = max(0.0, now - float(first)) if first is not None else 0.0
+        dead = {str(k): int(v) for k, v in json.loads(row["dead"]).items()}
+        by_state = {str(k): int(v) for k, v in json.loads(row["by_state"]).items()}
+        return Stats(backlog=backlog, oldest=oldest, dead_letters=dead, calls_by_state=by_state)
+
+    async def prune(self, events_before: float, calls_before: float, batch: int) -> tuple[int, int]:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(_PRUNE, events_before, calls_before, batch)
+        assert row is not None
+        return int(row["events"]), int(row["calls"])
+
+
+__all__ = ["CHANNEL", "PostgresStore"]
