@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -101,6 +102,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         date_header=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would end the process with
+    # the signal; a no-op handler underneath makes a drained shutdown exit 0 as orchestrators expect.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         server.run()
     except ConfigError as exc:

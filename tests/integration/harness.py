@@ -70,6 +70,17 @@ async def wait_for(condition: Callable[[], Any], *, timeout: float = 10.0, what:
         await asyncio.sleep(0.02)
 
 
+def build_kallglot_body(event: str, session_id: str, *, event_id: str | None = None) -> bytes:
+    payload = build_event(event, session_id, None, time.time())
+    if event_id:
+        payload["id"] = event_id
+    return json.dumps(payload).encode()
+
+
+def sign_kallglot_headers(body: bytes, secret: str = DEV_WEBHOOK_SECRET) -> dict[str, str]:
+    return {"Kallglot-Signature": sign_kallglot(secret, int(time.time()), body)}
+
+
 @dataclass
 class Sink:
     """A destination for the ``webhook`` handler: records what it gets, fails on demand."""
@@ -78,11 +89,14 @@ class Sink:
     headers: list[dict[str, str]] = field(default_factory=list)
     fail_with: int | None = None
     retry_after: str | None = None
+    delay: float = 0.0
     attempts: int = 0
 
     def app(self) -> Starlette:
         async def hook(request: Request) -> Response:
             self.attempts += 1
+            if self.delay:
+                await asyncio.sleep(self.delay)
             if self.fail_with is not None:
                 headers = {"Retry-After": self.retry_after} if self.retry_after else None
                 return JSONResponse({"error": "down"}, status_code=self.fail_with, headers=headers)

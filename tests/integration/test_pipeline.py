@@ -232,7 +232,8 @@ async def test_the_credit_reserve_keeps_calls_queued_without_spending(make_stack
 
     assert stack.charged("sess_reserve1") == 0
     view = await stack.call("sess_reserve1")
-    assert view is not None and "RECEIVER_CREDIT_RESERVE" in view["reason"]
+    assert view is not None
+    assert "RECEIVER_CREDIT_RESERVE" in view["reason"]
 
 
 async def test_short_calls_are_skipped_without_a_credit(make_stack: StackFactory) -> None:
@@ -285,7 +286,8 @@ async def test_a_permanent_failure_is_dead_lettered_and_replay_delivers_without_
         f"{stack.url}/admin/dead-letters", headers={"Authorization": "Bearer test-admin-token"}
     )
     [dead] = listing.json()["dead_letters"]
-    assert dead["handler"] == "sink" and "400" in dead["last_error"]
+    assert dead["handler"] == "sink"
+    assert "400" in dead["last_error"]
 
     stack.sink.fail_with = None
     replay = await stack.http.post(
