@@ -69,13 +69,12 @@ class Sandbox:
         merged = SandboxConfig.model_validate(self.config.model_dump() | patch)
         for name in patch:
             object.__setattr__(self.config, name, getattr(merged, name))
-        if "credits" in patch:
-            self.state.set_credits(self.config.credits)
         if "seed" in patch:
             self.state.rng.seed(self.config.seed)
 
     def reset(self) -> None:
-        """Forget sessions, analyses, keys, budgets, counters and pending webhooks; keep the knobs."""
+        """Forget sessions, analyses, keys, budgets, counters and pending webhooks; keep the knobs
+        (the credit balance is a knob: it stays as it is)."""
         self.state.reset()
         self.dispatcher.clear()
         self.dispatcher.reset_counters()

@@ -28,7 +28,7 @@ class SandboxConfig(BaseModel):
     api_key: str | None = None
     """None accepts any ``sk_test_``/``sk_live_`` key; otherwise only this exact key."""
     credits: int = Field(default=1000, ge=0)
-    """Credit balance; setting it (PATCH) tops the balance up or down to this value."""
+    """The live credit balance: each accepted analysis POST takes one; setting it tops up."""
     organization_active: bool = True
     rate_limit: int = Field(default=600, ge=1)
     """Requests per window over all API routes."""

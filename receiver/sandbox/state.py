@@ -57,7 +57,6 @@ class SandboxState:
 
     def reset(self) -> None:
         self.rng = random.Random(self.config.seed)
-        self.credits_remaining = self.config.credits
         self.credits_used = 0
         self.sessions: dict[str, float] = {}
         self.analyses: dict[str, Analysis] = {}
@@ -112,8 +111,10 @@ class SandboxState:
             "X-API-Credits-Used": str(self.credits_used),
         }
 
-    def set_credits(self, balance: int) -> None:
-        self.credits_remaining = balance
+    @property
+    def credits_remaining(self) -> int:
+        """The balance is the ``credits`` knob itself, so setting the knob (any way) tops it up."""
+        return self.config.credits
 
     # --- sessions --------------------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class SandboxState:
             fails=self.chance(cfg.analysis_failure_rate),
         )
         self.analyses[analysis.id] = analysis
-        self.credits_remaining -= 1
+        self.config.credits -= 1
         self.credits_used += 1
         self.charged_by_session[session_id] += 1
         return analysis

@@ -126,6 +126,14 @@ async def test_credits_run_out_with_402_and_headers(launch: Launch) -> None:
     assert refused.headers["X-API-Credits-Remaining"] == "0"
     await run.client.patch("/_sandbox/config", json={"credits": 5})
     assert (await post_analysis(run.client, key="k")).status_code == 202
+    assert (await run.client.get("/_sandbox/config")).json()["credits"] == 4
+
+
+async def test_setting_the_credits_knob_in_process_tops_up(launch: Launch) -> None:
+    run = await launch(fast_config(credits=0))
+    assert (await post_analysis(run.client)).status_code == 402
+    run.sandbox.config.credits = 1
+    assert (await post_analysis(run.client)).headers["X-API-Credits-Remaining"] == "0"
 
 
 async def test_inactive_organization_gets_403_and_spends_nothing(launch: Launch) -> None:
@@ -307,7 +315,8 @@ async def test_stats_count_routes_and_statuses_and_reset_keeps_config(launch: La
     assert stats["status_counts"] == {"202": 1, "200": 1}
     await run.client.patch("/_sandbox/config", json={"rate_limit": 5})
     reset = (await run.client.post("/_sandbox/reset")).json()
-    assert (reset["analysis_posts"], reset["credits_remaining"], reset["requests_by_route"]) == (0, 3, {})
+    assert (reset["analysis_posts"], reset["credits_charged"], reset["requests_by_route"]) == (0, 0, {})
+    assert reset["credits_remaining"] == 2  # the balance is a knob, and reset keeps knobs
     assert (await run.client.get("/_sandbox/config")).json()["rate_limit"] == 5
 
 

@@ -111,7 +111,7 @@ def test_keys_expire_after_24_hours_and_are_swept() -> None:
 # --- the organization ---------------------------------------------------------------------------
 
 
-def make(clock: FakeClock | None = None, **knobs: object) -> SandboxState:
+def make(clock: FakeClock | None = None, /, **knobs: object) -> SandboxState:
     return SandboxState(SandboxConfig.model_validate({"seed": 1} | knobs), clock or FakeClock())
 
 
