@@ -81,6 +81,15 @@ class Sandbox:
         self.webhooks_dropped = 0
 
     def stats(self) -> dict[str, Any]:
+        """Counters since start or reset (also ``GET /_sandbox/stats``).
+
+        ``analysis_posts``: every analysis POST received, whatever its answer; ``analyses_created``
+        and ``credits_charged``: accepted ones; ``requests_by_route`` / ``status_counts``: ``/v1``
+        requests only. ``webhooks_sent``: deliveries whose first attempt went out (a duplicate counts
+        twice); ``webhook_attempts`` = delivered + failed attempts; ``webhooks_pending``: waiting for
+        an attempt or in one; ``webhooks_dropped``: analysis events the drop rate swallowed;
+        ``webhooks_given_up``: deliveries that failed all 8 attempts.
+        """
         d = self.dispatcher
         return self.state.stats() | {
             "webhooks_sent": d.sent,

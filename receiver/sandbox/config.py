@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEV_WEBHOOK_SECRET = "ksb_dev_webhook_secret"  # noqa: S105 (documented, for development only)
 """The documented development secret that signs sandbox webhooks unless another one is given."""
@@ -50,3 +50,10 @@ class SandboxConfig(BaseModel):
     result_shape: Literal["new", "old"] = "new"
     missing_sessions: list[str] = Field(default_factory=list)
     seed: int | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value

@@ -185,7 +185,10 @@ class WebhookDispatcher:
             slots.release()
         then, delivery.then = delivery.then, None
         if then is not None:
-            then()
+            try:
+                then()
+            except Exception:
+                log.exception("sandbox.timer_failed")
         if ok:
             self.delivered += 1
             return
@@ -217,7 +220,7 @@ class WebhookDispatcher:
             response = await self._client.post(
                 delivery.url, content=delivery.body, headers=headers, timeout=self._timeout()
             )
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # any failure to get an answer is a failed attempt, as at Kallglot
             log.info("sandbox.webhook_error", extra={"delivery_id": delivery.id, "error": type(exc).__name__})
             return False
         return response.is_success

@@ -331,3 +331,10 @@ async def test_config_patch_validates_and_changes_nothing_on_error(launch: Launc
     ok = await run.client.patch("/_sandbox/config", json={"result_shape": "old"})
     assert ok.json()["result_shape"] == "old"
     assert run.sandbox.config.result_shape == "old"
+
+
+async def test_webhook_url_must_be_http(launch: Launch) -> None:
+    run = await launch()
+    response = await run.client.patch("/_sandbox/config", json={"webhook_url": "ftp://example.com/hook"})
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "webhook_url"
