@@ -90,8 +90,9 @@ class Route:
             return True
         try:
             return bool(self._when.search(doc))
-        except jmespath.exceptions.JMESPathError:
-            # A type error inside the expression (e.g. comparing a missing value) means "no match".
+        except (jmespath.exceptions.JMESPathError, TypeError, ValueError):
+            # An expression that cannot be evaluated on this document (comparing a number to a
+            # string, say) means "no match", never a failed call.
             return False
 
 

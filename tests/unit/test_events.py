@@ -1,0 +1,113 @@
+"""Inbound event parsing: both documented shapes, strict where we act, lenient elsewhere."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from receiver.events import InvalidEvent, parse_call_ended, parse_kallglot_event
+
+
+def _event(type_: str, data: Any, **extra: Any) -> bytes:
+    return json.dumps({"id": "evt_1", "type": type_, "api_version": "v1", "data": data, **extra}).encode()
+
+
+def test_session_ended_gives_the_session_and_its_duration() -> None:
+    event = parse_kallglot_event(
+        _event("session.ended", {"id": "sess_1", "object": "session", "duration": 245.3})
+    )
+    assert (event.type, event.session_id, event.duration_seconds) == ("session.ended", "sess_1", 245.3)
+
+
+def test_the_end_endpoint_spelling_duration_seconds_is_accepted() -> None:
+    event = parse_kallglot_event(_event("session.ended", {"id": "sess_1", "duration_seconds": 12}))
+    assert event.duration_seconds == 12.0
+
+
+def test_transcript_ready_names_its_session() -> None:
+    event = parse_kallglot_event(_event("transcript.ready", {"id": "trn_sess_1", "session_id": "sess_1"}))
+    assert event.session_id == "sess_1"
+
+
+@pytest.mark.parametrize(
+    ("data", "full"),
+    [
+        ({"id": "anl_1", "session_id": "sess_1", "status": "completed", "summary": "ok"}, True),
+        ({"id": "anl_1", "session_id": "sess_1", "status": "completed"}, False),
+        ({"id": "ana_1", "session_id": "sess_1", "status": "complete", "results": {}}, True),
+        ({"id": "anl_1", "session_id": "sess_1", "status": "failed", "error": "empty"}, True),
+        ({"id": "anl_1", "session_id": "sess_1", "status": "failed"}, False),
+        ({"id": "anl_1"}, False),
+    ],
+    ids=["new-full", "new-bare", "old-full", "failed-full", "failed-bare", "id-only"],
+)
+def test_analysis_events_say_whether_they_carry_the_result(data: dict[str, Any], full: bool) -> None:
+    event = parse_kallglot_event(_event("analysis.complete", data))
+    assert event.analysis_id == data["id"]
+    assert (event.analysis is not None) == full
+
+
+@pytest.mark.parametrize("type_", ["analysis.complete", "analysis.completed", "analysis.failed"])
+def test_every_spelling_of_the_analysis_events_is_recognised(type_: str) -> None:
+    event = parse_kallglot_event(_event(type_, {"id": "anl_1", "session_id": "sess_1"}))
+    assert event.analysis_status == ("failed" if type_ == "analysis.failed" else "completed")
+
+
+def test_unknown_types_parse_and_carry_their_data() -> None:
+    event = parse_kallglot_event(_event("recording.ready", {"id": "rec_1"}))
+    assert (event.type, event.session_id) == ("recording.ready", None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"null",
+        b'"text"',
+        json.dumps({"type": "session.ended", "data": {}}).encode(),
+        json.dumps({"id": "", "type": "session.ended", "data": {}}).encode(),
+        json.dumps({"id": "evt_1", "type": "", "data": {}}).encode(),
+        json.dumps({"id": "evt_1", "type": "session.ended", "data": "x"}).encode(),
+        _event("session.ended", {"id": "sess 1"}),
+        _event("session.ended", {"id": "sess_1", "duration": True}),
+        _event("analysis.complete", {"id": "anl_1", "session_id": 5}),
+        _event("analysis.complete", {"id": "anl_1", "status": 3}),
+        json.dumps({"id": "e" * 300, "type": "session.ended", "data": {}}).encode(),
+    ],
+)
+def test_invalid_events_are_refused(body: bytes) -> None:
+    with pytest.raises(InvalidEvent):
+        parse_kallglot_event(body)
+
+
+def test_call_ended_keeps_the_call_fields_that_travel_to_handlers() -> None:
+    body = {
+        "session_id": "sess_1",
+        "call_id": "CA1",
+        "duration_seconds": 10,
+        "direction": "inbound",
+        "from": "+1415",
+        "to": "+1416",
+        "agent": {"id": "u_1", "email": "a@example.com"},
+        "metadata": {"crm_contact_id": "123"},
+        "end_session": True,
+        "unknown": "dropped",
+    }
+    event = parse_call_ended(json.dumps(body).encode())
+    assert event.end_session is True
+    assert event.call_fields() == {
+        "call_id": "CA1",
+        "duration_seconds": 10.0,
+        "direction": "inbound",
+        "from": "+1415",
+        "to": "+1416",
+        "agent": {"id": "u_1", "email": "a@example.com"},
+        "metadata": {"crm_contact_id": "123"},
+    }
+
+
+def test_call_ended_errors_name_the_field() -> None:
+    with pytest.raises(InvalidEvent, match="duration_seconds"):
+        parse_call_ended(b'{"session_id": "sess_1", "duration_seconds": "long"}')

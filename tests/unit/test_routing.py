@@ -1,0 +1,73 @@
+"""``when`` (JMESPath) and ``fields`` decide who gets what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from receiver.delivery import HandlerOptions
+from receiver.lifecycle import CallState
+from receiver.routing import Route, Router, narrow
+from receiver.store import AnalysisResult
+
+ANALYSIS = {
+    "status": "completed",
+    "summary": "s",
+    "compliance": {"status": "review", "flags": ["x"]},
+    "performance": {"score": 0.4},
+}
+
+
+def _result(state: CallState = CallState.COMPLETED, analysis: dict[str, Any] | None = None) -> AnalysisResult:
+    return AnalysisResult("sess_1", "anl_1", state, analysis or ANALYSIS, "webhook")
+
+
+def _options(**kw: Any) -> HandlerOptions:
+    return HandlerOptions(name=kw.pop("name", "h"), type="file", **kw)
+
+
+@pytest.mark.parametrize(
+    ("when", "call", "wanted"),
+    [
+        (None, {}, True),
+        ("analysis.compliance.status != 'ok'", {}, True),
+        ("analysis.compliance.status == 'ok'", {}, False),
+        ("analysis.performance.score < `0.5`", {}, True),
+        ("call.direction == 'inbound'", {"direction": "inbound"}, True),
+        ("call.direction == 'inbound'", {}, False),
+        ("length(analysis.compliance.flags) > `0`", {}, True),
+        ("analysis.performance.score < 'text'", {}, False),  # a type error is "no match", never a crash
+    ],
+)
+def test_when_filters(when: str | None, call: dict[str, Any], wanted: bool) -> None:
+    router = Router([Route(_options(when=when))])
+    assert router("sess_1", call, _result()) == (["h"] if wanted else [])
+
+
+def test_events_select_completed_or_failed() -> None:
+    router = Router([Route(_options(name="ok")), Route(_options(name="all", events=("completed", "failed")))])
+    assert router("sess_1", {}, _result()) == ["ok", "all"]
+    assert router("sess_1", {}, _result(CallState.FAILED, {"status": "failed", "error": "e"})) == ["all"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (None, {"type": "t", "id": "i", "session_id": "s", "call": {"to": "+1"}, "analysis": ANALYSIS}),
+        (["analysis.summary"], {"type": "t", "id": "i", "session_id": "s", "analysis": {"summary": "s"}}),
+        (
+            ["analysis.summary", "analysis.performance.score"],
+            {
+                "type": "t",
+                "id": "i",
+                "session_id": "s",
+                "analysis": {"summary": "s", "performance": {"score": 0.4}},
+            },
+        ),
+        (["call", "analysis.missing"], {"type": "t", "id": "i", "session_id": "s", "call": {"to": "+1"}}),
+    ],
+)
+def test_fields_narrow_the_document(fields: list[str] | None, expected: dict[str, Any]) -> None:
+    doc = {"type": "t", "id": "i", "session_id": "s", "call": {"to": "+1"}, "analysis": ANALYSIS}
+    assert narrow(doc, fields) == expected
