@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .support import FakeClock, Running, fast_config, plain_client
+from .support import FakeClock, Running, fast_config, plain_client, wait_for
 
 Launch = Callable[..., Awaitable[Running]]
 BODY = {"profile": "default", "include": ["summary", "compliance"]}
@@ -87,7 +87,7 @@ async def test_same_key_with_another_body_is_an_idempotency_mismatch(launch: Lau
 async def test_same_key_while_the_first_is_processing_is_a_conflict(launch: Launch) -> None:
     run = await launch(fast_config(response_delay_seconds=0.3))
     first = asyncio.create_task(post_analysis(run.client, key="k1"))
-    await asyncio.sleep(0.05)  # let the first request claim the key; its own delay keeps it in flight
+    await wait_for(lambda: len(run.sandbox.state.idempotency) == 1, what="the first request's claim")
     second = await post_analysis(run.client, key="k1")
     assert_error(second, 409, "idempotency_conflict", "invalid_request_error")
     assert int(second.headers["Retry-After"]) >= 1
