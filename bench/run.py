@@ -180,6 +180,79 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Profiler:
+    """``--profile``: py-spy (non-blocking, 100 Hz, per thread) on the receiver(s) during a measurement."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, pids: list[int], name: str, seconds: float) -> None:
+        if self.directory is None:
+            return
+        spy = BIN / "py-spy"
+        if not spy.exists():
+            raise HarnessError("--profile needs py-spy: .venv/bin/pip install py-spy")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for pid in pids:
+            out = self.directory / f"{name}-{pid}.txt"
+            argv = [str(spy), "record", "-p", str(pid), "-r", "100", "--nonblocking", "--threads",
+                    "-f", "raw", "-o", str(out), "-d", str(int(seconds) + 1)]
+            self.procs.append((subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
+
+    def stop(self) -> list[dict[str, Any]]:
+        summaries = []
+        for proc, out in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            if out.exists():
+                summaries.append(summarize_profile(out))
+        self.procs = []
+        return summaries
+
+
+def _frame(frame: str) -> str:
+    """``fn (path/to/file.py:123)`` -> ``fn (file.py)``: aggregate over lines."""
+    match = re.match(r"(.*) \((.*?):\d+\)$", frame)
+    if not match:
+        return frame
+    fn, path = match.groups()
+    parts = path.split("/")
+    short = "/".join(parts[-2:]) if parts[-1] in ("__init__.py", "app.py", "routing.py") else parts[-1]
+    return f"{fn} ({short})"
+
+
+def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
+    """Top self and inclusive frames of a py-spy raw (collapsed) profile, per thread and overall."""
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        thread, frames = frames[0], [_frame(f) for f in frames[1:]]
+        total += count
+        threads[thread] += count
+        if frames:
+            self_time[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+
+    def share(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)] if total else []
+
+    return {"file": str(path), "samples": total, "threads_pct": share(threads), "self_pct": share(self_time), "inclusive_pct": share(inclusive)}
+
+
 def clean_env() -> dict[str, str]:
     """The parent environment minus anything that configures the receiver or Sentry."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("KALLGLOT_", "RECEIVER_", "SENTRY_"))}
@@ -361,12 +434,18 @@ def run_wrk(ports: list[int], requests: Path, seconds: float, cpus: str | None, 
     raise HarnessError(f"wrk gave no result (exit {done.returncode}): {done.stdout[-800:]} {done.stderr[-800:]}")
 
 
-def measure_target(ports: list[int], pids: list[int], warm: Path, main: Path, args: argparse.Namespace, cpus: str | None) -> dict[str, Any]:
+def measure_target(
+    ports: list[int], pids: list[int], warm: Path, main: Path, args: argparse.Namespace, cpus: str | None, profile: str | None = None
+) -> dict[str, Any]:
     warmup = run_wrk(ports, warm, args.warmup, cpus)
+    profiler = Profiler(args.profile if profile else None)
+    profiler.start(pids, profile or "", args.duration)
     before = sum(cpu_seconds(p) for p in pids)
     t0 = time.monotonic()
     result = run_wrk(ports, main, args.duration, cpus)
     wall = time.monotonic() - t0
+    if profile:
+        result["profile"] = profiler.stop()
     result["server_cpu_cores"] = (sum(cpu_seconds(p) for p in pids) - before) / wall
     result["warmup"] = {k: warmup[k] for k in ("requests", "ok", "sent", "wrapped", "rps", "err_status", "socket_errors")}
     return result
@@ -396,7 +475,7 @@ def ingest_once(procs: Procs, args: argparse.Namespace, replicas: int, pin: bool
     credits = 100_000_000 if args.ingest_workers == "live" else 0
     stack = Stack(procs, args.database, replicas, tag, credits=credits, cpus=server_cpus, extra_env=args.receiver_env).start()
     try:
-        recv = measure_target(stack.ports, [p.pid for p in stack.receivers], warm, main, args, wrk_cpus)
+        recv = measure_target(stack.ports, [p.pid for p in stack.receivers], warm, main, args, wrk_cpus, profile=f"{tag}-ingest")
         stack.check_alive()
         stored = stack.db.count("inbound_events")
         calls = stack.db.count("calls")
@@ -611,7 +690,11 @@ def pipeline_once(procs: Procs, args: argparse.Namespace, replicas: int, tag: st
     stack = Stack(procs, args.database, replicas, tag, credits=100_000_000, extra_env=args.receiver_env).start()
     try:
         timeout = max(60.0, n / 20)
+        profiler = Profiler(args.profile)
+        profiler.start([p.pid for p in stack.receivers], f"{tag}-pipeline", timeout)
         result = asyncio.run(push_calls(stack, n, rate=rate, connections=connections, timeout=timeout, prefix=tag))
+        if args.profile:
+            result["profile"] = profiler.stop()
         result["sandbox"] = stack.sandbox_stats()
         result["replicas"] = replicas
         stack.check_alive()
@@ -753,6 +836,18 @@ def print_report(report: dict[str, Any]) -> None:
         out.append("replica scaling (same database, unpinned)")
         for key, value in report["scaling"].items():
             out.append(f"    {key}: {value}")
+    profiles = [(f"ingest [{n}] run {i + 1}", r["receiver"].get("profile")) for n, ing in report.get("ingest", {}).items() for i, r in enumerate(ing["runs"])]
+    profiles += [(f"pipeline [{n}] {m} run {i + 1}", r.get("profile")) for n, pipe in report.get("pipeline", {}).items()
+                 for m in ("steady", "burst") if m in pipe for i, r in enumerate(pipe[m]["runs"])]
+    for title, summaries in profiles:
+        for prof in summaries or ():
+            out.append("")
+            out.append(f"profile {title}: {prof['samples']} samples, {prof['file']}")
+            out.append("    threads: " + ", ".join(f"{t} {v}%" for t, v in prof["threads_pct"][:4]))
+            out.append("    self (top 12):")
+            out.extend(f"      {v:5.1f}%  {f}" for f, v in prof["self_pct"][:12])
+            out.append("    inclusive (top 20):")
+            out.extend(f"      {v:5.1f}%  {f}" for f, v in prof["inclusive_pct"][:20])
     out.append("")
     out.append("targets")
     for t in report["targets"]:
@@ -815,6 +910,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ingest-workers", choices=["paused", "live"], default="paused",
                    help="paused: the sandbox has no credits so the receiver's starter pauses during ingest (default); live: the pipeline runs meanwhile")
     p.add_argument("--receiver-env", action="append", default=[], metavar="NAME=VALUE", help="extra receiver setting (experiments), repeatable")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="run py-spy on the receiver(s) during each ingest and pipeline measurement, raw profiles to DIR, "
+                   "top frames in the JSON and on stdout (perturbs the numbers: profile and measure in separate runs)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases, delivery files)")
     args = p.parse_args(argv)
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
