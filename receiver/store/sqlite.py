@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import queue
 import sqlite3
@@ -206,6 +207,7 @@ def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]])
             future.set_result(result)
 
 
+@functools.cache
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("receiver.store").joinpath("migrations/sqlite")
     out = []

@@ -1,0 +1,158 @@
+"""The command line as an operator runs it: check-config, migrate, calls show, dead letters, send."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import ADMIN_TOKEN, Stack, wait_for
+
+
+def run(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "KALLGLOT_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def test_check_config_masks_every_secret_and_exits_zero() -> None:
+    env = {
+        "KALLGLOT_API_KEY": "sk_live_supersecret",
+        "KALLGLOT_WEBHOOK_SECRETS": "whsecret-one,whsecret-two",
+        "RECEIVER_ADMIN_TOKEN": "admin-supersecret",
+        "RECEIVER_HANDLERS": json.dumps(
+            [
+                {
+                    "name": "hook",
+                    "type": "webhook",
+                    "url": "https://x.example/h",
+                    "secret": "whsec_c2VjcmV0c2VjcmV0",
+                }
+            ]
+        ),
+    }
+    result = run(["check-config"], env)
+
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["KALLGLOT_API_KEY"] == "***"
+    assert shown["RECEIVER_HANDLERS"][0]["secret"] == "***"
+    for secret in ("supersecret", "whsecret-one", "c2VjcmV0c2VjcmV0"):
+        assert secret not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "KALLGLOT_API_KEY"),
+        ({"KALLGLOT_API_KEY": "sk_test_x"}, "KALLGLOT_WEBHOOK_SECRETS"),
+        (
+            {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", "RECEIVER_POLL_AFTER_SECONDS": "0"},
+            "RECEIVER_POLL_AFTER_SECONDS",
+        ),
+        (
+            {
+                "KALLGLOT_API_KEY": "k",
+                "KALLGLOT_WEBHOOK_SECRETS": "s",
+                "RECEIVER_HANDLERS": '[{"name": "s", "type": "slack"}]',
+            },
+            "handlers[0] (s)",
+        ),
+    ],
+)
+def test_check_config_fails_with_one_line_naming_the_setting(env: dict[str, str], named: str) -> None:
+    result = run(["check-config"], env)
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert named in lines[0]
+
+
+def test_serve_refuses_to_start_with_a_bad_setting(tmp_path: Path) -> None:
+    result = run(
+        ["serve", "--port", "1"],
+        {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", "RECEIVER_TRIGGER": "x"},
+    )
+
+    assert result.returncode != 0
+    assert "RECEIVER_TRIGGER" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_then_calls_show_and_dead_letters_read_the_database(tmp_path: Path) -> None:
+    env = {"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/r.db"}
+
+    first, second = run(["migrate"], env), run(["migrate"], env)
+    missing = run(["calls", "show", "sess_nothing"], env)
+    dead = run(["dead-letters", "list"], env)
+
+    assert first.returncode == 0
+    assert "migrations applied: 1" in first.stdout
+    assert "migrations applied: 0" in second.stdout
+    assert missing.returncode != 0
+    assert "sess_nothing" in missing.stderr
+    assert json.loads(dead.stdout) == []
+
+
+async def test_send_signs_events_the_receiver_accepts_and_follows_the_call(stack: Stack) -> None:
+    result = await _arun(
+        [
+            "send",
+            "session.ended",
+            "--session",
+            "sess_cli1",
+            "--to",
+            stack.url,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--wait",
+            "20",
+        ]
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "HTTP 200" in result.stdout
+    assert "state=delivered" in result.stdout
+    assert stack.charged("sess_cli1") == 1
+
+
+async def test_send_call_ended_uses_the_given_standard_webhooks_secret(stack: Stack) -> None:
+    from tests.integration.harness import INBOUND_SECRET
+
+    result = await _arun(
+        [
+            "send",
+            "call-ended",
+            "--session",
+            "sess_cli2",
+            "--to",
+            stack.url,
+            "--secret",
+            INBOUND_SECRET,
+            "--wait",
+            "0",
+        ]
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    await wait_for(lambda: stack.charged("sess_cli2") == 1, what="the call to be started")
+
+
+async def _arun(args: list[str]) -> Any:
+    import asyncio
+
+    return await asyncio.to_thread(run, args)
