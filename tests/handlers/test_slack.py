@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from handlers import _slack_blocks as slack_blocks
 from handlers import slack
 from receiver.delivery import (
     Delivery,
@@ -112,7 +113,7 @@ def test_secrets_never_print() -> None:
 
 
 def test_new_shape_renders_call_summary_sentiment_compliance_score(make_delivery: MakeDelivery) -> None:
-    message = slack.render_default(make_delivery(), link=None)
+    message = slack_blocks.render_default(make_delivery(), link=None)
     blocks = message["blocks"]
     assert blocks[0]["type"] == "header"
     assert blocks[0]["text"]["text"] == ":telephone_receiver: Call analysis: inbound call from +14155550100"
@@ -129,7 +130,7 @@ def test_new_shape_renders_call_summary_sentiment_compliance_score(make_delivery
 def test_old_shape_renders_brief_label_and_percent_score(
     make_document: MakeDocument, make_delivery: MakeDelivery
 ) -> None:
-    body = texts(slack.render_default(make_delivery(make_document("old")), link=None))
+    body = texts(slack_blocks.render_default(make_delivery(make_document("old")), link=None))
     assert "Order status checked; resolved." in body
     assert "*Overall:* positive (0.72)" in body
     assert "85%" in body
@@ -138,7 +139,7 @@ def test_old_shape_renders_brief_label_and_percent_score(
 def test_compliance_problem_is_prominent(make_document: MakeDocument, make_delivery: MakeDelivery) -> None:
     flags = ["Recording disclosure missing", {"description": "Card number read aloud", "severity": "high"}]
     delivery = make_delivery(make_document(compliance={"status": "violation", "flags": flags}))
-    message = slack.render_default(delivery, link=None)
+    message = slack_blocks.render_default(delivery, link=None)
     header, alert = message["blocks"][0], message["blocks"][1]
     assert header["text"]["text"].startswith(":warning: ")
     assert alert["type"] == "context"
@@ -150,7 +151,7 @@ def test_compliance_problem_is_prominent(make_document: MakeDocument, make_deliv
 
 
 def test_failed_analysis_renders_its_error(make_document: MakeDocument, make_delivery: MakeDelivery) -> None:
-    message = slack.render_default(make_delivery(make_document("failed")), link=None)
+    message = slack_blocks.render_default(make_delivery(make_document("failed")), link=None)
     assert message["blocks"][0]["text"]["text"].startswith(":x: Call analysis failed: ")
     assert "*Analysis failed*\\nTranscript was empty." in texts(message)
     assert message["text"].endswith("Transcript was empty.")
@@ -168,7 +169,9 @@ def test_failed_analysis_renders_its_error(make_document: MakeDocument, make_del
 def test_any_part_of_the_document_may_be_missing(
     document: dict[str, Any], make_delivery: MakeDelivery
 ) -> None:
-    message = slack.render_default(make_delivery(document, session_id="sess_1", analysis_id=None), link=None)
+    message = slack_blocks.render_default(
+        make_delivery(document, session_id="sess_1", analysis_id=None), link=None
+    )
     assert message["blocks"][0]["type"] == "header"
     assert message["text"]
 
@@ -180,21 +183,21 @@ def test_long_texts_are_cut_to_slacks_limits(
     flags = [f"flag number {i} " + "x" * 40 for i in range(500)]
     call = {"direction": "inbound", "from": "+1" + "9" * 300}
     document = make_document(call=call, summary=summary, compliance={"status": "warning", "flags": flags})
-    message = slack.render_default(make_delivery(document), link=None)
+    message = slack_blocks.render_default(make_delivery(document), link=None)
     blocks = message["blocks"]
-    assert len(blocks) <= slack.MAX_BLOCKS
-    assert len(blocks[0]["text"]["text"]) <= slack.MAX_HEADER_TEXT
+    assert len(blocks) <= slack_blocks.MAX_BLOCKS
+    assert len(blocks[0]["text"]["text"]) <= slack_blocks.MAX_HEADER_TEXT
     sections = [b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b]
-    assert all(len(text) <= slack.MAX_SECTION_TEXT for text in sections)
+    assert all(len(text) <= slack_blocks.MAX_SECTION_TEXT for text in sections)
     assert any(text.startswith("*Summary*") and text.endswith("…") for text in sections)
     assert any(text.startswith("*Compliance:*") and "…and " in text for text in sections)
-    assert len(message["text"]) <= slack.MAX_FALLBACK_TEXT
+    assert len(message["text"]) <= slack_blocks.MAX_FALLBACK_TEXT
     assert message["text"].endswith("…")
 
 
 def test_user_text_is_escaped_for_mrkdwn(make_document: MakeDocument, make_delivery: MakeDelivery) -> None:
     delivery = make_delivery(make_document(summary="<!channel> Tom & Jerry <https://evil|click>"))
-    body = texts(slack.render_default(delivery, link=None))
+    body = texts(slack_blocks.render_default(delivery, link=None))
     assert "&lt;!channel&gt; Tom &amp; Jerry &lt;https://evil|click&gt;" in body
     assert "<!channel>" not in body
 
@@ -211,17 +214,17 @@ def test_user_text_is_escaped_for_mrkdwn(make_document: MakeDocument, make_deliv
     ],
 )
 def test_truncate(text: str, limit: int, expected: str) -> None:
-    assert slack.truncate(text, limit) == expected
+    assert slack_blocks.truncate(text, limit) == expected
 
 
 def test_fit_blocks_caps_block_count_fields_and_texts() -> None:
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 5000}}] * 60
     blocks[0] = {"type": "section", "fields": [{"type": "mrkdwn", "text": "y" * 3000}] * 12}
-    fitted = slack.fit_blocks(blocks)
+    fitted = slack_blocks.fit_blocks(blocks)
     assert len(fitted) == 50
     assert len(fitted[0]["fields"]) == 10
-    assert all(len(f["text"]) == slack.MAX_FIELD_TEXT for f in fitted[0]["fields"])
-    assert len(fitted[1]["text"]["text"]) == slack.MAX_SECTION_TEXT
+    assert all(len(f["text"]) == slack_blocks.MAX_FIELD_TEXT for f in fitted[0]["fields"])
+    assert len(fitted[1]["text"]["text"]) == slack_blocks.MAX_SECTION_TEXT
 
 
 def test_template_fills_placeholders_inside_json_strings(
@@ -236,7 +239,7 @@ def test_template_fills_placeholders_inside_json_strings(
         }
     )
     delivery = make_delivery(make_document(summary='He said "hi" \\ left', compliance={"status": "ok"}))
-    message = slack.MessageTemplate.parse(template).render(slack._facts(delivery, None))
+    message = slack_blocks.MessageTemplate.parse(template).render(slack_blocks.facts_of(delivery, None))
     assert message["text"] == "Call analysis: inbound call from +14155550100"
     assert message["blocks"][0]["text"]["text"] == '*ok* He said "hi" \\ left'
 
@@ -246,10 +249,10 @@ def test_link_template_quotes_values_and_skips_when_a_value_is_missing(
 ) -> None:
     template = "https://app.example.com/s/{session_id}?from={from}&a={analysis_id}"
     delivery = make_delivery(make_document(call={"from": "+1 415/x"}))
-    assert slack.render_link(template, delivery) == (
+    assert slack_blocks.render_link(template, delivery) == (
         "https://app.example.com/s/sess_01HXYZ123456789?from=%2B1%20415%2Fx&a=anl_01HDEF456789012"
     )
-    assert slack.render_link(template, make_delivery(make_document(call={}))) is None
+    assert slack_blocks.render_link(template, make_delivery(make_document(call={}))) is None
 
 
 # --- delivery -----------------------------------------------------------------------------------
