@@ -20,12 +20,22 @@ from tests.integration.harness import (
     start_server,
     stop_server,
 )
+from tests.pg import pg_database, postgres_cluster, postgres_template, postgres_url  # noqa: F401
 
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every end-to-end test runs on both stores: SQLite in a file, PostgreSQL in a fresh database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/receiver.db"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
 @pytest.fixture
-async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
+async def make_stack(tmp_path: Path, database: str) -> AsyncIterator[StackFactory]:
     """``await make_stack(sandbox={knobs}, receiver={settings})``: everything stops at the test's end."""
     async with AsyncExitStack() as exits:
 
@@ -37,7 +47,6 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
             box_server, box_url = await start_server(box.app)
             exits.push_async_callback(stop_server, box_server)
             files = tmp_path / "deliveries"
-            database = receiver.pop("database_url", f"sqlite:///{tmp_path}/receiver.db")
             settings = receiver_settings(box_url, database, sink_url, files, **receiver)
             app = create_app(settings, worker_tick=0.05, pause_seconds=(0.3, 1.0))
             server, url = await start_server(app)
