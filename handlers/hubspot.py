@@ -30,10 +30,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
-import phonenumbers
 from pydantic import Field, SecretStr, field_validator
 
-from handlers import _analysis
+from handlers import _analysis, _phone
 from receiver.delivery import (
     Delivery,
     DeliveryError,
@@ -65,7 +64,7 @@ class Options(HandlerOptions):
         pattern=r"^[a-z][a-z0-9_]{0,99}$",
         description="call property with hasUniqueValue=true that holds the session id",
     )
-    default_region: str = Field(default="US", description="region for phone numbers without +country code")
+    default_region: _phone.Region = "US"
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     max_requests_per_second: float = Field(default=9.0, gt=0, le=100)
 
@@ -80,11 +79,6 @@ class Options(HandlerOptions):
     @classmethod
     def _http_url(cls, value: str) -> str:
         return _check_url(value)
-
-    @field_validator("default_region")
-    @classmethod
-    def _known_region(cls, value: str) -> str:
-        return _check_region(value)
 
 
 def build(options: Options, context: HandlerContext) -> HubSpotHandler:
@@ -112,7 +106,7 @@ class HubSpotHandler:
     async def deliver(self, delivery: Delivery) -> None:
         document = delivery.document
         call = _mapping(document.get("call"))
-        phone = normalise_phone(_analysis.customer_phone(call), self._options.default_region)
+        phone = _phone.e164(_analysis.customer_phone(call), self._options.default_region)
         contacts = await self._resolve_contacts(call, phone)
         if contacts is None:
             logger.info(
@@ -232,7 +226,7 @@ class HubSpotHandler:
         for key, prop in (("from", "hs_call_from_number"), ("to", "hs_call_to_number")):
             raw = _text(call.get(key))
             if raw:
-                props[prop] = normalise_phone(raw, region) or raw
+                props[prop] = _phone.e164(raw, region) or raw
         return props
 
     # -- HTTP -------------------------------------------------------------------------------------
@@ -351,19 +345,6 @@ def sanitise(message: str, secret: str) -> str:
     return message[:300]
 
 
-def normalise_phone(raw: str | None, region: str) -> str | None:
-    """E.164 for anything ``phonenumbers`` can parse as a possible number, else ``None``."""
-    if not raw:
-        return None
-    try:
-        number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
 def render_body(delivery: Delivery) -> str:
     """The call notes as HTML: summary, sentiment, compliance, score; every value escaped."""
     document = delivery.document
@@ -400,13 +381,6 @@ def _check_url(value: str) -> str:
     if not re.match(r"^https?://[^\s/]+", value):
         raise ValueError("must be an http(s) URL")
     return value
-
-
-def _check_region(value: str) -> str:
-    region = value.strip().upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        raise ValueError(f"unknown region {value!r}; use a two-letter ISO country code such as US or DE")
-    return region
 
 
 def _timestamp(ended_at: object, fallback: datetime) -> str:

@@ -29,10 +29,9 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-import phonenumbers
 from pydantic import Field, SecretStr, field_validator
 
-from handlers import _analysis
+from handlers import _analysis, _phone
 from receiver.delivery import (
     Delivery,
     DeliveryError,
@@ -62,7 +61,7 @@ class Options(HandlerOptions):
     login_url: str = "https://login.salesforce.com"
     api_version: str = Field(default="v61.0", pattern=r"^v\d{2,3}\.0$")
     external_id_field: str = Field(default="Kallglot_Session_Id__c", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
-    default_region: str = Field(default="US", description="region for phone numbers without +country code")
+    default_region: _phone.Region = "US"
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("client_secret")
@@ -79,14 +78,6 @@ class Options(HandlerOptions):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http(s) URL")
         return value
-
-    @field_validator("default_region")
-    @classmethod
-    def _known_region(cls, value: str) -> str:
-        region = value.strip().upper()
-        if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f"unknown region {value!r}; use a two-letter ISO country code such as US or DE")
-        return region
 
 
 def build(options: Options, context: HandlerContext) -> SalesforceHandler:
@@ -206,7 +197,7 @@ class SalesforceHandler:
         if generic and _SALESFORCE_ID.match(generic) and generic.startswith(_WHO_PREFIXES):
             return generic
         phone = _analysis.customer_phone(call)
-        terms = phone_search_terms(phone, self._options.default_region)
+        terms = _phone.e164_and_national(phone, self._options.default_region)
         if not terms:
             return None
         query = (
@@ -338,21 +329,6 @@ class SalesforceHandler:
 def sosl_escape(term: str) -> str:
     """Backslash every SOSL reserved character, so a number can never change the query."""
     return _SOSL_RESERVED.sub(r"\\\1", term)
-
-
-def phone_search_terms(raw: str | None, region: str) -> list[str]:
-    """E.164 and national digits (Salesforce phone fields are stored as typed)."""
-    if not raw:
-        return []
-    try:
-        number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
-        return []
-    if not phonenumbers.is_possible_number(number):
-        return []
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    national = phonenumbers.national_significant_number(number)
-    return [e164, national] if national and national != e164 else [e164]
 
 
 def render_description(delivery: Delivery) -> str:
