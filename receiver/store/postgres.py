@@ -231,6 +231,7 @@ SELECT
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # the connection died in the middle of an operation
     asyncpg.CannotConnectNowError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
@@ -367,6 +368,10 @@ class PostgresStore:
             raise
         except _DRIVER_ERRORS as exc:
             raise _translate(exc) from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("asyncpg"):  # anything else the driver may raise
+                raise _translate(exc) from exc
+            raise
 
     # --- lifecycle ----------------------------------------------------------------------------
 
