@@ -692,7 +692,15 @@ def pipeline_once(procs: Procs, args: argparse.Namespace, replicas: int, tag: st
         timeout = max(60.0, n / 20)
         profiler = Profiler(args.profile)
         profiler.start([p.pid for p in stack.receivers], f"{tag}-pipeline", timeout)
+        assert stack.sandbox is not None
+        pids = {"receiver": [p.pid for p in stack.receivers], "sandbox": [stack.sandbox.pid], "harness": [os.getpid()]}
+        before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+        t0 = time.monotonic()
         result = asyncio.run(push_calls(stack, n, rate=rate, connections=connections, timeout=timeout, prefix=tag))
+        wall = time.monotonic() - t0
+        # CPU used per process group over the whole run (cores); with 2 cores, receiver ~1.0 = GIL-bound
+        result["cpu_cores"] = {k: round((sum(cpu_seconds(p) for p in v) - before[k]) / wall, 2) for k, v in pids.items()}
+        result["cpu_ms_per_call"] = {k: round(1000 * v * wall / max(1, result["delivered"]), 2) for k, v in result["cpu_cores"].items()}
         if args.profile:
             result["profile"] = profiler.stop()
         result["sandbox"] = stack.sandbox_stats()
@@ -787,6 +795,9 @@ def summarize_pipeline(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": median([r["latency_ms"]["p50"] for r in runs]),
         "p99_ms": median([r["latency_ms"]["p99"] for r in runs]),
         "ingest_rate": median([r["ingest_rate"] for r in runs]),
+        "receiver_cpu_ms_per_call": median([r["cpu_ms_per_call"]["receiver"] for r in runs]),
+        "sandbox_cpu_ms_per_call": median([r["cpu_ms_per_call"]["sandbox"] for r in runs]),
+        "receiver_cpu_cores": median([r["cpu_cores"]["receiver"] for r in runs]),
         "complete": all(r["complete"] for r in runs),
         "runs": len(runs),
     }
@@ -817,13 +828,15 @@ def print_report(report: dict[str, Any]) -> None:
     for name, pipe in report.get("pipeline", {}).items():
         out.append("")
         out.append(f"(b) pipeline [{name}]  session.ended -> analysis (latency 0) -> webhook -> file handler")
-        out.append(f"    {'mode':<30}{'calls':>7}{'calls/s':>9}{'p50':>9}{'p99':>9}{'ingest/s':>10}  complete")
+        out.append(f"    {'mode':<30}{'calls':>7}{'calls/s':>9}{'p50':>9}{'p99':>9}{'ingest/s':>10}  complete"
+                   f"  receiver cpu (cores, ms/call)  sandbox ms/call")
         for mode, label in (("steady", f"steady {cfg['steady_rate']:g}/s offered"), ("burst", "burst (as fast as accepted)")):
             if mode not in pipe:
                 continue
             s = pipe[mode]["summary"]
             out.append(f"    {label:<30}{pipe[mode]['runs'][0]['calls']:>7}{s['calls_per_s']:>9.1f}{s['p50_ms']:>9.1f}"
-                       f"{s['p99_ms']:>9.1f}{s['ingest_rate']:>10.0f}  {s['complete']}")
+                       f"{s['p99_ms']:>9.1f}{s['ingest_rate']:>10.0f}  {str(s['complete']):<8}"
+                       f"  {s['receiver_cpu_cores']:.2f}, {s['receiver_cpu_ms_per_call']:.1f}{'':>18}{s['sandbox_cpu_ms_per_call']:.1f}")
     if "rss" in report:
         r = report["rss"]
         out.append("")
