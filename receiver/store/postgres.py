@@ -56,6 +56,7 @@ log = logging.getLogger("receiver")
 CHANNEL = "kallglot_receiver"
 #: ``pg_advisory_lock`` key that serialises ``migrate`` across replicas starting together.
 MIGRATION_LOCK = zlib.crc32(b"kallglot-receiver:migrate")
+_MIGRATION_TIMEOUT = 3600.0
 
 _CALL_COLUMNS = (
     "session_id, state, call_json, end_session, analysis_key, analysis_id, analysis_json, reason, attempts,"
@@ -406,7 +407,8 @@ class PostgresStore:
     async def migrate(self) -> int:
         """Apply pending migrations under an advisory lock: replicas starting together queue here."""
         async with self._conn() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            # Waiting for another replica's migrations may outlast command_timeout: wait long.
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=_MIGRATION_TIMEOUT)
             try:
                 await conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -418,7 +420,7 @@ class PostgresStore:
                     if version in done:
                         continue
                     async with conn.transaction():
-                        await conn.execute(sql)
+                        await conn.execute(sql, timeout=_MIGRATION_TIMEOUT)
                         await conn.execute(
                             "INSERT INTO schema_migrations VALUES ($1, extract(epoch FROM now()))", version
                         )
