@@ -35,6 +35,7 @@ from tests.integration.harness import (
     Stack,
     start_server,
     stop_server,
+    wait_for,
 )
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -252,3 +253,49 @@ async def test_a_telephony_call_and_an_enriched_kallglot_call_reach_every_handle
         await _assert_one_record_everywhere(stack, destinations, session_id, pair)
     assert len(stack.delivered_files()) == len(destinations.sink.received) == 2
     assert stack.stats()["analysis_posts"] == 2
+
+
+async def _dead_letters(stack: Stack) -> dict[str, str]:
+    listing = await stack.http.get(f"{stack.url}/admin/dead-letters", headers=ADMIN)
+    return {d["handler"]: d["last_error"] for d in listing.json()["dead_letters"]}
+
+
+async def _wait_dead_letters(stack: Stack, count: int) -> dict[str, str]:
+    async def enough() -> dict[str, str] | None:
+        found = await _dead_letters(stack)
+        return found if len(found) >= count else None
+
+    found: dict[str, str] = await wait_for(enough, timeout=20, what=f"{count} dead letters")
+    return found
+
+
+async def test_replaying_every_dead_letter_redelivers_without_a_second_record_or_analysis(
+    make_stack: StackFactory, destinations: Destinations
+) -> None:
+    dest = destinations  # the bucket is missing: S3 fails permanently until it is created
+    contacts = dest.add_customer(CUSTOMER)
+    dest.sink.fail_with = 400
+    # HubSpot writes the call, then refuses the association: a dead letter after a real write
+    dest.hubspot.fail_next(404, {"status": "error", "message": "gone"}, path="/associations/default/")
+    dest.salesforce.fail_next(
+        400, [{"errorCode": "INVALID_TYPE", "message": "no"}], path="/sobjects/Task/Kallglot"
+    )
+    stack = await make_stack(handlers=dest.handlers())
+
+    await stack.call_ended("sess_fanout_replay", **TELEPHONY_CALL)
+    dead = await _wait_dead_letters(stack, 4)
+    assert set(dead) == {"archive", "hubspot", "salesforce", "sink"}
+    [engagement] = dest.hubspot.calls_for("sess_fanout_replay")
+    assert dest.hubspot.contacts_of(engagement["id"]) == set()
+    assert dest.salesforce.tasks_for("sess_fanout_replay") == []
+
+    dest.sink.fail_with = None
+    await dest.create_bucket()
+    replay = await stack.http.post(f"{stack.url}/admin/dead-letters/replay", json={}, headers=ADMIN)
+
+    assert replay.json() == {"replayed": 4}
+    await stack.wait_state("sess_fanout_replay", "delivered", timeout=20)
+    await _assert_one_record_everywhere(stack, dest, "sess_fanout_replay", contacts)
+    assert [c["id"] for c in dest.hubspot.calls_for("sess_fanout_replay")] == [engagement["id"]]
+    assert stack.stats()["analysis_posts"] == 1
+    assert await _dead_letters(stack) == {}
