@@ -33,6 +33,7 @@ from tests.integration.harness import (
     SINK_SECRET,
     Sink,
     Stack,
+    metric_value,
     start_server,
     stop_server,
     wait_for,
@@ -299,3 +300,49 @@ async def test_replaying_every_dead_letter_redelivers_without_a_second_record_or
     assert [c["id"] for c in dest.hubspot.calls_for("sess_fanout_replay")] == [engagement["id"]]
     assert stack.stats()["analysis_posts"] == 1
     assert await _dead_letters(stack) == {}
+
+
+async def test_a_destination_that_keeps_failing_opens_its_circuit_until_it_recovers(
+    make_stack: StackFactory, destinations: Destinations
+) -> None:
+    await destinations.create_bucket()
+    handlers = destinations.handlers()
+    sink = next(h for h in handlers if h["name"] == "sink")
+    sink["circuit"] = {"failure_threshold": 3, "open_seconds": 0.3}
+    destinations.sink.fail_with = 503
+    stack = await make_stack(handlers=handlers)
+
+    await stack.call_ended("sess_fanout_circuit", **TELEPHONY_CALL)
+
+    async def circuit(state: float) -> bool:
+        return metric_value(await stack.metrics(), "receiver_handler_circuit_open", handler="sink") == state
+
+    await wait_for(lambda: circuit(1), timeout=20, what="the sink's circuit to open")
+    attempts = destinations.sink.attempts
+    assert attempts >= 3
+    view = await stack.call("sess_fanout_circuit")
+    assert view is not None
+    assert view["state"] == "completed"
+    states = {d["handler"]: d["state"] for d in view["deliveries"]}
+    assert states.pop("sink") == "pending"
+    await wait_for(lambda: _all_delivered(stack, set(states)), timeout=20, what="the other handlers")
+    assert await _dead_letters(stack) == {}
+    still = await stack.call("sess_fanout_circuit")
+    assert still is not None
+    assert [d["state"] for d in still["deliveries"] if d["handler"] == "sink"] == ["pending"]
+    text = await stack.metrics()
+    assert metric_value(text, "receiver_deliveries_total", handler="sink", outcome="dead_lettered") == 0
+    assert metric_value(text, "receiver_handler_circuit_open", handler="files") == 0
+
+    destinations.sink.fail_with = None
+    await stack.wait_state("sess_fanout_circuit", "delivered", timeout=20)
+    await wait_for(lambda: circuit(0), timeout=5, what="the sink's circuit to close")
+    assert destinations.sink.ids() == ["sess_fanout_circuit"]
+    assert stack.charged("sess_fanout_circuit") == 1
+
+
+async def _all_delivered(stack: Stack, handlers: set[str]) -> bool:
+    view = await stack.call("sess_fanout_circuit")
+    return view is not None and all(
+        d["state"] == "delivered" for d in view["deliveries"] if d["handler"] in handlers
+    )
