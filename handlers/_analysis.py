@@ -17,6 +17,9 @@ API (all take the plain dicts of CONTRACT §8):
 - ``error(analysis) -> str | None``: the failure explanation of a failed analysis.
 - ``customer_phone(call) -> str | None``: inbound ``from``, outbound ``to``, else ``phone_number``.
 - ``duration(seconds) -> str | None``: ``"4m 05s"`` for display.
+- ``duration_seconds(call) -> float | None``, ``direction(call) -> "inbound" | "outbound" | None``,
+  ``ended_at(call, fallback) -> datetime`` (timezone-aware; naive times are UTC): call fields as
+  the CRM handlers record them.
 - ``title(document) -> str``: one line naming the call, e.g. ``Call analysis: inbound call from +1…``.
 """
 
@@ -25,12 +28,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
     "compliance",
     "customer_phone",
+    "direction",
     "duration",
+    "duration_seconds",
+    "ended_at",
     "error",
     "is_failed",
     "score",
@@ -189,6 +196,30 @@ def duration(seconds: object) -> str | None:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+def duration_seconds(call: Mapping[str, Any] | None) -> float | None:
+    """The call's ``duration_seconds`` when it is a finite number >= 0."""
+    value = _number(_mapping(call).get("duration_seconds"))
+    return value if value is not None and value >= 0 else None
+
+
+def direction(call: Mapping[str, Any] | None) -> str | None:
+    """``inbound`` or ``outbound`` (in any case in the event), else ``None``."""
+    value = (_text(_mapping(call).get("direction")) or "").lower()
+    return value if value in ("inbound", "outbound") else None
+
+
+def ended_at(call: Mapping[str, Any] | None, fallback: datetime) -> datetime:
+    """The call's ISO 8601 ``ended_at``, else ``fallback``; a time without a zone is taken as UTC."""
+    moment = fallback
+    raw = _mapping(call).get("ended_at")
+    if isinstance(raw, str):
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            moment = fallback
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def is_failed(document: Mapping[str, Any] | None) -> bool:

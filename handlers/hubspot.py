@@ -26,7 +26,6 @@ import html
 import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
@@ -211,17 +210,17 @@ class HubSpotHandler:
         call = _mapping(document.get("call"))
         region = self._options.default_region
         props: dict[str, str] = {
-            "hs_timestamp": _timestamp(call.get("ended_at"), delivery.created_at),
+            "hs_timestamp": str(int(_analysis.ended_at(call, delivery.created_at).timestamp() * 1000)),
             "hs_call_title": _analysis.title(document)[:255],
             "hs_call_body": render_body(delivery)[:_MAX_BODY_CHARS],
             "hs_call_status": "COMPLETED",
             self._options.id_property: delivery.session_id,
         }
-        seconds = call.get("duration_seconds")
-        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+        seconds = _analysis.duration_seconds(call)
+        if seconds is not None:
             props["hs_call_duration"] = str(round(seconds * 1000))
-        direction = _text(call.get("direction"))
-        if direction and direction.lower() in ("inbound", "outbound"):
+        direction = _analysis.direction(call)
+        if direction:
             props["hs_call_direction"] = direction.upper()
         for key, prop in (("from", "hs_call_from_number"), ("to", "hs_call_to_number")):
             raw = _text(call.get(key))
@@ -381,19 +380,6 @@ def _check_url(value: str) -> str:
     if not re.match(r"^https?://[^\s/]+", value):
         raise ValueError("must be an http(s) URL")
     return value
-
-
-def _timestamp(ended_at: object, fallback: datetime) -> str:
-    """Milliseconds since the epoch (HubSpot takes either this or ISO 8601 in UTC)."""
-    moment = fallback
-    if isinstance(ended_at, str):
-        try:
-            moment = datetime.fromisoformat(ended_at)
-        except ValueError:
-            moment = fallback
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return str(int(moment.timestamp() * 1000))
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

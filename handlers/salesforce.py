@@ -24,7 +24,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -173,14 +173,14 @@ class SalesforceHandler:
             "Subject": _analysis.title(document)[:255],
             "Description": render_description(delivery)[:_DESCRIPTION_CHARS],
             "Status": "Completed",
-            "ActivityDate": _activity_date(call.get("ended_at"), delivery.created_at),
+            "ActivityDate": _analysis.ended_at(call, delivery.created_at).astimezone(UTC).date().isoformat(),
             "TaskSubtype": "Call",
         }
-        seconds = call.get("duration_seconds")
-        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+        seconds = _analysis.duration_seconds(call)
+        if seconds is not None:
             fields["CallDurationInSeconds"] = round(seconds)
-        direction = _text(call.get("direction"))
-        if direction and direction.lower() in ("inbound", "outbound"):
+        direction = _analysis.direction(call)
+        if direction:
             fields["CallType"] = direction.capitalize()
         return fields
 
@@ -366,18 +366,6 @@ def _is_subtype_update_rejection(response: httpx.Response) -> bool:
         return False
     codes, message = _errors(response, "")
     return "INVALID_FIELD_FOR_INSERT_UPDATE" in codes and "TaskSubtype" in message
-
-
-def _activity_date(ended_at: object, fallback: datetime) -> str:
-    moment = fallback
-    if isinstance(ended_at, str):
-        try:
-            moment = datetime.fromisoformat(ended_at)
-        except ValueError:
-            moment = fallback
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.date().isoformat()
 
 
 def _errors(response: httpx.Response, secret: str) -> tuple[list[str], str]:
