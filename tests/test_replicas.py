@@ -184,6 +184,7 @@ class Sender:
         self.replicas = replicas
         self.statuses: Counter[int] = Counter()
         self.failures: Counter[str] = Counter()
+        self.done = 0
 
     async def send(self, body: bytes, first: int, deadline: float = 120.0) -> None:
         give_up = time.monotonic() + deadline
@@ -219,6 +220,22 @@ async def _calls_by_state(database_url: str) -> dict[str, int]:
     try:
         rows = await conn.fetch("SELECT state, count(*) AS n FROM calls GROUP BY state")
         return {row["state"]: row["n"] for row in rows}
+    finally:
+        await conn.close()
+
+
+async def _leases_of(database_url: str, pid: int) -> int:
+    """How many calls and deliveries the replica with this pid holds leases on (OWNER = host:pid:…)."""
+    conn = await asyncpg.connect(database_url, timeout=5)
+    try:
+        pattern = f"%:{pid}:%"
+        return int(
+            await conn.fetchval(
+                "SELECT (SELECT count(*) FROM calls WHERE lease_owner LIKE $1)"
+                " + (SELECT count(*) FROM deliveries WHERE lease_owner LIKE $1)",
+                pattern,
+            )
+        )
     finally:
         await conn.close()
 
@@ -271,12 +288,21 @@ async def test_three_replicas_one_killed_midway_start_each_call_once_and_deliver
                     await sender.send(body, first + 1)  # Kallglot's retry of the same event
                     if rng.random() < 0.3:
                         await sender.send(other, first + 2)
+                    sender.done += 1
 
-            first_half = [asyncio.create_task(one(s)) for s in sessions[: calls // 2]]
-            await asyncio.gather(*first_half)
-            replicas[2].popen.send_signal(signal.SIGKILL)
-            replicas[2].popen.wait(timeout=10)
-            await asyncio.gather(*(one(s) for s in sessions[calls // 2 :]))
+            load = asyncio.gather(*(one(s) for s in sessions))
+            victim = replicas[2]
+
+            async def victim_holds_leases() -> int:
+                return (
+                    await _leases_of(pg_empty_database, victim.popen.pid) if sender.done >= calls // 2 else 0
+                )
+
+            # SIGKILL replica2 midway, while it holds leases: its work must be taken over by the others
+            stranded = await _wait_until(victim_holds_leases, 120, "replica2 holding leases", interval=0.02)
+            victim.popen.send_signal(signal.SIGKILL)
+            victim.popen.wait(timeout=10)
+            await load
 
             async def all_delivered() -> bool:
                 states = await _calls_by_state(pg_empty_database)
@@ -295,6 +321,7 @@ async def test_three_replicas_one_killed_midway_start_each_call_once_and_deliver
     assert stats["credits_charged"] == calls
     # a POST repeated after the kill reuses its Idempotency-Key: answered from the cache, not charged
     assert stats["analysis_posts"] - calls <= 16
+    assert stranded > 0
     assert set(sender.statuses) == {200}
     assert await _stuck_leases(pg_empty_database) == (0, 0)
     files = _delivered_files(f)
