@@ -38,7 +38,22 @@ def _loads(body: bytes) -> dict[str, Any]:
         raise InvalidEvent("body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidEvent("body must be a JSON object")
+    if b"\\u0000" in body:
+        # PostgreSQL's JSON types refuse NUL characters: an event carrying one would be refused
+        # with a 503 on every retry, so drop them here (they carry no meaning in these payloads).
+        cleaned: dict[str, Any] = _without_nul(data)
+        return cleaned
     return data
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
 
 
 def _session_id(value: Any, where: str) -> str:

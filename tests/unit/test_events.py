@@ -111,3 +111,12 @@ def test_call_ended_keeps_the_call_fields_that_travel_to_handlers() -> None:
 def test_call_ended_errors_name_the_field() -> None:
     with pytest.raises(InvalidEvent, match="duration_seconds"):
         parse_call_ended(b'{"session_id": "sess_1", "duration_seconds": "long"}')
+
+
+def test_nul_characters_are_dropped_so_every_store_accepts_the_event() -> None:
+    body = _event("session.ended", {"id": "sess_1", "note": "a\u0000b"})
+    assert b"\\u0000" in body
+    event = parse_kallglot_event(body)
+    assert event.data["note"] == "ab"
+    call = parse_call_ended(b'{"session_id": "sess_1", "metadata": {"k\\u0000": "v\\u0000"}}')
+    assert call.metadata == {"k": "v"}
