@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
-from receiver.lifecycle import CallState, DeliveryState
+from receiver.lifecycle import CallState
 from receiver.store import (
     Accepted,
     AnalysisResult,
@@ -50,6 +50,7 @@ from receiver.store import (
     StoreUnavailable,
 )
 from receiver.store.keys import delivery_id
+from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record
 
 log = logging.getLogger("receiver")
 
@@ -58,14 +59,6 @@ CHANNEL = "kallglot_receiver"
 MIGRATION_LOCK = zlib.crc32(b"kallglot-receiver:migrate")
 _MIGRATION_TIMEOUT = 3600.0
 
-_CALL_COLUMNS = (
-    "session_id, state, call_json, end_session, analysis_key, analysis_id, analysis_json, reason, attempts,"
-    " polls, finished_via, received_at, started_at, finished_at, delivered_at, next_at, updated_at"
-)
-_DELIVERY_COLUMNS = (
-    "id, session_id, handler, status, state, attempts, last_error, created_at, first_attempt_at, next_at,"
-    " delivered_at, dead_at, replays"
-)
 _TO_START = "('received', 'starting')"
 _IN_FLIGHT = "('processing', 'stale')"
 _PRUNABLE = "('completed', 'failed', 'delivered', 'skipped')"
@@ -146,7 +139,7 @@ WITH picked AS MATERIALIZED (
 UPDATE calls c SET state = 'starting', lease_owner = $1, lease_until = $2, attempts = c.attempts + 1,
     updated_at = $3
 FROM picked WHERE c.session_id = picked.session_id
-RETURNING {", ".join("c." + col.strip() for col in _CALL_COLUMNS.split(","))}
+RETURNING {", ".join("c." + col.strip() for col in CALL_COLUMNS.split(","))}
 """
 
 _MARK_STARTED = f"""
@@ -168,7 +161,7 @@ WITH picked AS MATERIALIZED (
 )
 UPDATE calls c SET lease_owner = $1, lease_until = $2, polls = c.polls + 1
 FROM picked WHERE c.session_id = picked.session_id
-RETURNING {", ".join("c." + col.strip() for col in _CALL_COLUMNS.split(","))}
+RETURNING {", ".join("c." + col.strip() for col in CALL_COLUMNS.split(","))}
 """
 
 _CLAIM_DELIVERIES = f"""
@@ -180,7 +173,7 @@ WITH picked AS MATERIALIZED (
 UPDATE deliveries d SET lease_owner = $1, lease_until = $2, first_attempt_at = coalesce(d.first_attempt_at, $3)
 FROM picked, calls c
 WHERE d.id = picked.id AND c.session_id = d.session_id
-RETURNING {", ".join("d." + col.strip() for col in _DELIVERY_COLUMNS.split(","))},
+RETURNING {", ".join("d." + col.strip() for col in DELIVERY_COLUMNS.split(","))},
     c.call_json, c.analysis_json, c.analysis_id AS call_analysis_id, c.received_at AS call_received_at
 """
 
@@ -263,46 +256,6 @@ def _translate(exc: BaseException) -> StoreError:
 
 def _loads(value: str | None) -> Any:
     return json.loads(value) if value is not None else None
-
-
-def _call(row: asyncpg.Record) -> CallRecord:
-    return CallRecord(
-        session_id=row["session_id"],
-        state=CallState(row["state"]),
-        call=json.loads(row["call_json"]),
-        end_session=row["end_session"],
-        analysis_key=row["analysis_key"],
-        analysis_id=row["analysis_id"],
-        analysis=_loads(row["analysis_json"]),
-        reason=row["reason"],
-        attempts=row["attempts"],
-        polls=row["polls"],
-        finished_via=row["finished_via"],
-        received_at=row["received_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        delivered_at=row["delivered_at"],
-        next_at=row["next_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _delivery(row: asyncpg.Record) -> DeliveryRecord:
-    return DeliveryRecord(
-        id=row["id"],
-        session_id=row["session_id"],
-        handler=row["handler"],
-        status=row["status"],
-        state=DeliveryState(row["state"]),
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        first_attempt_at=row["first_attempt_at"],
-        next_at=row["next_at"],
-        delivered_at=row["delivered_at"],
-        dead_at=row["dead_at"],
-        replays=row["replays"],
-    )
 
 
 def _dead_filter(
@@ -562,7 +515,7 @@ class PostgresStore:
     ) -> list[CallRecord]:
         async with self._conn() as conn:
             rows = await conn.fetch(_CLAIM_START, owner, now + lease_seconds, now, limit)
-        return sorted((_call(row) for row in rows), key=lambda c: c.next_at)
+        return sorted((call_record(row) for row in rows), key=lambda c: c.next_at)
 
     async def mark_started(self, session_id: str, analysis_id: str, first_poll_at: float, now: float) -> None:
         async with self._conn() as conn:
@@ -649,7 +602,7 @@ class PostgresStore:
     ) -> list[CallRecord]:
         async with self._conn() as conn:
             rows = await conn.fetch(_CLAIM_POLL, owner, now + lease_seconds, now, limit)
-        return sorted((_call(row) for row in rows), key=lambda c: c.next_at)
+        return sorted((call_record(row) for row in rows), key=lambda c: c.next_at)
 
     async def schedule_poll(self, session_id: str, next_at: float, stale: bool, now: float) -> None:
         async with self._conn() as conn:
@@ -672,7 +625,7 @@ class PostgresStore:
             rows = await conn.fetch(_CLAIM_DELIVERIES, owner, now + lease_seconds, now, handler, limit)
         jobs = [
             DeliveryJob(
-                delivery=_delivery(row),
+                delivery=delivery_record(row),
                 call=json.loads(row["call_json"]),
                 analysis=_loads(row["analysis_json"]) or {},
                 analysis_id=row["call_analysis_id"],
@@ -720,14 +673,14 @@ class PostgresStore:
 
     async def get_call(self, session_id: str) -> tuple[CallRecord, list[DeliveryRecord]] | None:
         async with self._conn() as conn:
-            row = await conn.fetchrow(f"SELECT {_CALL_COLUMNS} FROM calls WHERE session_id = $1", session_id)
+            row = await conn.fetchrow(f"SELECT {CALL_COLUMNS} FROM calls WHERE session_id = $1", session_id)
             if row is None:
                 return None
             deliveries = await conn.fetch(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE session_id = $1 ORDER BY handler",
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE session_id = $1 ORDER BY handler",
                 session_id,
             )
-        return _call(row), [_delivery(d) for d in deliveries]
+        return call_record(row), [delivery_record(d) for d in deliveries]
 
     async def list_dead_letters(
         self, handler: str | None, session_id: str | None, since: float | None, limit: int
@@ -735,11 +688,11 @@ class PostgresStore:
         where, params = _dead_filter(handler, session_id, since, 2)
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {where} ORDER BY dead_at LIMIT $1",
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where} ORDER BY dead_at LIMIT $1",
                 limit,
                 *params,
             )
-        return [_delivery(row) for row in rows]
+        return [delivery_record(row) for row in rows]
 
     async def replay_dead_letters(
         self, handler: str | None, session_id: str | None, since: float | None, now: float

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from receiver.lifecycle import FINISHED, IN_FLIGHT, TO_START, CallState, DeliveryState
+from receiver.lifecycle import FINISHED, IN_FLIGHT, TO_START, CallState
 from receiver.store import (
     Accepted,
     AnalysisResult,
@@ -36,63 +36,15 @@ from receiver.store import (
     StoreUnavailable,
 )
 from receiver.store.keys import delivery_id
+from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 _BATCH_MAX = 512
 
-_CALL_COLUMNS = (
-    "session_id, state, call_json, end_session, analysis_key, analysis_id, analysis_json, reason, attempts,"
-    " polls, finished_via, received_at, started_at, finished_at, delivered_at, next_at, updated_at"
-)
-_DELIVERY_COLUMNS = (
-    "id, session_id, handler, status, state, attempts, last_error, created_at, first_attempt_at, next_at,"
-    " delivered_at, dead_at, replays"
-)
-
 
 def _placeholders(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
-
-
-def _call(row: sqlite3.Row) -> CallRecord:
-    return CallRecord(
-        session_id=row["session_id"],
-        state=CallState(row["state"]),
-        call=json.loads(row["call_json"]),
-        end_session=bool(row["end_session"]),
-        analysis_key=row["analysis_key"],
-        analysis_id=row["analysis_id"],
-        analysis=json.loads(row["analysis_json"]) if row["analysis_json"] else None,
-        reason=row["reason"],
-        attempts=row["attempts"],
-        polls=row["polls"],
-        finished_via=row["finished_via"],
-        received_at=row["received_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        delivered_at=row["delivered_at"],
-        next_at=row["next_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _delivery(row: sqlite3.Row) -> DeliveryRecord:
-    return DeliveryRecord(
-        id=row["id"],
-        session_id=row["session_id"],
-        handler=row["handler"],
-        status=row["status"],
-        state=DeliveryState(row["state"]),
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        first_attempt_at=row["first_attempt_at"],
-        next_at=row["next_at"],
-        delivered_at=row["delivered_at"],
-        dead_at=row["dead_at"],
-        replays=row["replays"],
-    )
 
 
 class _Database(threading.Thread):
@@ -345,10 +297,10 @@ class SQLiteStore:
                 f"UPDATE calls SET state = 'starting', lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
                 f" updated_at = ? WHERE session_id IN (SELECT session_id FROM calls WHERE state IN"
                 f" ({_placeholders(TO_START)}) AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
-                f" ORDER BY next_at LIMIT ?) RETURNING {_CALL_COLUMNS}",
+                f" ORDER BY next_at LIMIT ?) RETURNING {CALL_COLUMNS}",
                 (owner, now + lease_seconds, now, *TO_START, now, now, limit),
             ).fetchall()
-            return sorted((_call(row) for row in rows), key=lambda c: c.next_at)
+            return sorted((call_record(row) for row in rows), key=lambda c: c.next_at)
 
         return await self._run(op)
 
@@ -406,10 +358,10 @@ class SQLiteStore:
             rows = conn.execute(
                 f"UPDATE calls SET lease_owner = ?, lease_until = ?, polls = polls + 1 WHERE session_id IN"
                 f" (SELECT session_id FROM calls WHERE state IN ({_placeholders(IN_FLIGHT)}) AND next_at <= ?"
-                f" AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?) RETURNING {_CALL_COLUMNS}",
+                f" AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?) RETURNING {CALL_COLUMNS}",
                 (owner, now + lease_seconds, *IN_FLIGHT, now, now, limit),
             ).fetchall()
-            return [_call(row) for row in rows]
+            return [call_record(row) for row in rows]
 
         return await self._run(op)
 
@@ -433,12 +385,12 @@ class SQLiteStore:
                 f"UPDATE deliveries SET lease_owner = ?, lease_until = ?, first_attempt_at ="
                 f" coalesce(first_attempt_at, ?) WHERE id IN (SELECT id FROM deliveries WHERE handler = ?"
                 f" AND state = 'pending' AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
-                f" ORDER BY next_at LIMIT ?) RETURNING {_DELIVERY_COLUMNS}",
+                f" ORDER BY next_at LIMIT ?) RETURNING {DELIVERY_COLUMNS}",
                 (owner, now + lease_seconds, now, handler, now, now, limit),
             ).fetchall()
             if not rows:
                 return []
-            deliveries = [_delivery(row) for row in rows]
+            deliveries = [delivery_record(row) for row in rows]
             sessions = [d.session_id for d in deliveries]
             calls = {
                 row["session_id"]: row
@@ -509,15 +461,15 @@ class SQLiteStore:
     async def get_call(self, session_id: str) -> tuple[CallRecord, list[DeliveryRecord]] | None:
         def op(conn: sqlite3.Connection) -> tuple[CallRecord, list[DeliveryRecord]] | None:
             row = conn.execute(
-                f"SELECT {_CALL_COLUMNS} FROM calls WHERE session_id = ?", (session_id,)
+                f"SELECT {CALL_COLUMNS} FROM calls WHERE session_id = ?", (session_id,)
             ).fetchone()
             if row is None:
                 return None
             deliveries = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE session_id = ? ORDER BY handler",
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE session_id = ? ORDER BY handler",
                 (session_id,),
             ).fetchall()
-            return _call(row), [_delivery(d) for d in deliveries]
+            return call_record(row), [delivery_record(d) for d in deliveries]
 
         return await self._run(op)
 
@@ -527,9 +479,9 @@ class SQLiteStore:
         where, params = _dead_filter(handler, session_id, since)
         return await self._run(
             lambda conn: [
-                _delivery(row)
+                delivery_record(row)
                 for row in conn.execute(
-                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {where} ORDER BY dead_at LIMIT ?",
+                    f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where} ORDER BY dead_at LIMIT ?",
                     (*params, limit),
                 )
             ]
