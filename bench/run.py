@@ -198,6 +198,8 @@ class Profiler:
             out = self.directory / f"{name}-{pid}.txt"
             argv = [str(spy), "record", "-p", str(pid), "-r", "100", "--nonblocking", "--threads",
                     "-f", "raw", "-o", str(out), "-d", str(int(seconds) + 1)]
+            if os.environ.get("BENCH_PROFILE_GIL"):
+                argv.append("--gil")  # only the thread holding the GIL: what the event loop waits for
             self.procs.append((subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
 
     def stop(self) -> list[dict[str, Any]]:
@@ -302,6 +304,31 @@ class Database:
         if done.returncode != 0:
             raise HarnessError(f"psql failed ({sql}): {done.stderr.strip()}")
         return done.stdout.strip()
+
+    def stages(self) -> dict[str, dict[str, float]]:
+        """Per-stage seconds of the delivered calls, from the receiver's own timestamps (calls table)."""
+        sql = ("SELECT started_at - received_at, finished_at - started_at, delivered_at - finished_at, delivered_at - received_at"
+               " FROM calls WHERE delivered_at IS NOT NULL AND started_at IS NOT NULL AND finished_at IS NOT NULL")
+        try:
+            if self.kind == "sqlite":
+                assert self.path is not None
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+                try:
+                    rows = [tuple(r) for r in conn.execute(sql).fetchall()]
+                finally:
+                    conn.close()
+            else:
+                text = self._psql(self.url, sql.replace(" FROM", " FROM", 1))
+                rows = [tuple(float(x) for x in line.split("|")) for line in text.splitlines() if line]
+        except (sqlite3.Error, HarnessError, ValueError) as exc:
+            log(f"cannot read stage times: {exc}")
+            return {}
+        names = ("received_to_started", "started_to_finished", "finished_to_delivered", "received_to_delivered")
+        out = {}
+        for i, name in enumerate(names):
+            values = [1000 * float(r[i]) for r in rows if r[i] is not None]
+            out[name] = {"p50_ms": round(pct(values, 50), 1), "p99_ms": round(pct(values, 99), 1), "n": len(values)}
+        return out
 
     def count(self, table: str) -> int | None:
         try:
@@ -705,6 +732,7 @@ def pipeline_once(procs: Procs, args: argparse.Namespace, replicas: int, tag: st
             result["profile"] = profiler.stop()
         result["sandbox"] = stack.sandbox_stats()
         result["replicas"] = replicas
+        result["stages"] = stack.db.stages()
         stack.check_alive()
     finally:
         stack.stop()
@@ -837,6 +865,11 @@ def print_report(report: dict[str, Any]) -> None:
             out.append(f"    {label:<30}{pipe[mode]['runs'][0]['calls']:>7}{s['calls_per_s']:>9.1f}{s['p50_ms']:>9.1f}"
                        f"{s['p99_ms']:>9.1f}{s['ingest_rate']:>10.0f}  {str(s['complete']):<8}"
                        f"  {s['receiver_cpu_cores']:.2f}, {s['receiver_cpu_ms_per_call']:.1f}{'':>18}{s['sandbox_cpu_ms_per_call']:.1f}")
+        for mode in ("steady", "burst"):
+            for i, r in enumerate(pipe.get(mode, {}).get("runs", [])):
+                st = r.get("stages") or {}
+                out.append(f"    {mode} run {i + 1}: {r['calls_per_s']:.1f} calls/s p99 {r['latency_ms']['p99']:.0f} ms; receiver stages p50/p99 ms: "
+                           + ", ".join(f"{k.replace('_to_', '->')} {v['p50_ms']:g}/{v['p99_ms']:g}" for k, v in st.items()))
     if "rss" in report:
         r = report["rss"]
         out.append("")
