@@ -1,9 +1,9 @@
 """SQLite backend (WAL, synchronous=FULL) with group commit through one database thread.
 
 Every operation is a function run on the database thread. The thread takes every operation that
-is waiting, runs each inside its own SAVEPOINT of one transaction and commits once, then answers
-them all: under load one fsync makes a whole batch durable, and an operation that fails rolls
-back alone. A future is answered only after COMMIT returned, so an HTTP 2xx always follows a
+is waiting, runs them in one transaction and commits once, then answers them all: under load one
+fsync makes a whole batch durable. When an operation fails, the batch rolls back and each of its
+operations runs again in a transaction of its own, so the failure stays with its caller. A future is answered only after COMMIT returned, so an HTTP 2xx always follows a
 durable write. SQLite serves one process: several replicas need PostgreSQL.
 """
 
@@ -111,26 +111,39 @@ class _Database(threading.Thread):
                 return
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
+        outcomes = self._transaction(conn, batch)
+        if outcomes is None:
+            # Something in the batch failed and the whole transaction was rolled back: run each
+            # operation in a transaction of its own so the failure stays with its caller.
+            outcomes = []
+            for item in batch:
+                outcomes += self._transaction(conn, [item]) or []
+        self._answer(outcomes)
+
+    @staticmethod
+    def _transaction(
+        conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]] | None:
+        """Run ``batch`` in one transaction; None when an operation failed in a batch of several."""
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op, future in batch:
-                conn.execute("SAVEPOINT op")
                 try:
-                    result = op(conn)
+                    outcomes.append((future, op(conn), None))
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    outcomes.append((future, None, _translate(exc)))
-                else:
-                    conn.execute("RELEASE op")
-                    outcomes.append((future, result, None))
+                    conn.execute("ROLLBACK")
+                    return None if len(batch) > 1 else [(future, None, _translate(exc))]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = StoreUnavailable(f"SQLite commit failed: {exc}")
-            outcomes = [(future, None, error) for _, future in batch]
+            return [(future, None, error) for _, future in batch]
+        return outcomes
+
+    @staticmethod
+    def _answer(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         by_loop: dict[
             asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
         ] = {}
