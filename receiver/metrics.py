@@ -12,6 +12,7 @@ from receiver.store import Stats
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _LONG = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 STAGES = ("start", "analysis", "delivery")
+ACTIVE_STATES = ("received", "starting", "processing", "stale", "completed", "failed")
 
 
 class Metrics:
@@ -133,5 +134,5 @@ class Metrics:
             self.oldest_pending.labels(stage).set(stats.oldest.get(stage, 0.0))
         for name in handlers:
             self.dead_letters.labels(name).set(stats.dead_letters.get(name, 0))
-        for state, count in stats.calls_by_state.items():
-            self.calls.labels(state).set(count)
+        for state in ACTIVE_STATES:
+            self.calls.labels(state).set(stats.calls_by_state.get(state, 0))

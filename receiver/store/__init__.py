@@ -119,7 +119,8 @@ class DeliveryJob:
 
 @dataclass(frozen=True)
 class Stats:
-    """Gauges for metrics: work waiting per stage, its age, dead letters, calls per state."""
+    """Gauges for metrics: work waiting per stage, its age, dead letters, and calls per state for the
+    states that are not terminal (delivered and skipped calls only grow: counters count them)."""
 
     backlog: dict[str, int]
     oldest: dict[str, float]

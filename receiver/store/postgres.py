@@ -218,8 +218,11 @@ SELECT
     (SELECT json_build_array(count(*), min(created_at)) FROM deliveries WHERE state = 'pending') AS delivery,
     (SELECT coalesce(json_object_agg(handler, n), '{{}}') FROM (SELECT handler, count(*) AS n FROM deliveries
         WHERE state = 'dead' GROUP BY handler) x) AS dead,
-    (SELECT coalesce(json_object_agg(state, n), '{{}}') FROM (SELECT state, count(*) AS n FROM calls
-        GROUP BY state) y) AS by_state
+    (SELECT coalesce(json_object_agg(state, n), '{{}}') FROM (
+        SELECT state, count(*) AS n FROM calls WHERE state IN {_TO_START} GROUP BY state
+        UNION ALL SELECT state, count(*) FROM calls WHERE state IN {_IN_FLIGHT} GROUP BY state
+        UNION ALL SELECT state, count(*) FROM calls WHERE state IN ('completed', 'failed') GROUP BY state
+    ) y) AS by_state
 """
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (

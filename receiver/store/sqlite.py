@@ -47,6 +47,11 @@ def _placeholders(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
+def _states(states: Sequence[CallState]) -> str:
+    """States as SQL literals (constants, never input): the planner then matches the partial indexes."""
+    return ", ".join(f"'{state.value}'" for state in states)
+
+
 class _Database(threading.Thread):
     """The one thread that owns the connection and commits operations in groups."""
 
@@ -285,9 +290,9 @@ class SQLiteStore:
                 return Accepted.IGNORED
             changed = conn.execute(
                 f"UPDATE calls SET webhook_seen = 1, next_at = ?, analysis_id = coalesce(analysis_id, ?),"
-                f" updated_at = ? WHERE session_id = ? AND state IN ({_placeholders(TO_START + IN_FLIGHT)})"
+                f" updated_at = ? WHERE session_id = ? AND state IN ({_states(TO_START + IN_FLIGHT)})"
                 " AND (analysis_id IS NULL OR analysis_id = ?)",
-                (now, analysis_id, now, target, *TO_START, *IN_FLIGHT, analysis_id),
+                (now, analysis_id, now, target, analysis_id),
             ).rowcount
             if changed:
                 # A call still "starting" was accepted by Kallglot: the POST answer is on its way or lost.
@@ -309,9 +314,9 @@ class SQLiteStore:
             rows = conn.execute(
                 f"UPDATE calls SET state = 'starting', lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
                 f" updated_at = ? WHERE session_id IN (SELECT session_id FROM calls WHERE state IN"
-                f" ({_placeholders(TO_START)}) AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                f" ({_states(TO_START)}) AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
                 f" ORDER BY next_at LIMIT ?) RETURNING {CALL_COLUMNS}",
-                (owner, now + lease_seconds, now, *TO_START, now, now, limit),
+                (owner, now + lease_seconds, now, now, now, limit),
             ).fetchall()
             return sorted((call_record(row) for row in rows), key=lambda c: c.next_at)
 
@@ -345,8 +350,8 @@ class SQLiteStore:
         await self._run(
             lambda conn: conn.execute(
                 f"UPDATE calls SET next_at = ?, reason = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
-                f" WHERE session_id = ? AND state IN ({_placeholders(TO_START)})",
-                (next_at, reason, now, session_id, *TO_START),
+                f" WHERE session_id = ? AND state IN ({_states(TO_START)})",
+                (next_at, reason, now, session_id),
             )
         )
 
@@ -354,8 +359,8 @@ class SQLiteStore:
         await self._run(
             lambda conn: conn.execute(
                 f"UPDATE calls SET state = 'skipped', reason = ?, finished_at = ?, lease_owner = NULL,"
-                f" lease_until = NULL, updated_at = ? WHERE session_id = ? AND state IN ({_placeholders(TO_START)})",
-                (reason, now, now, session_id, *TO_START),
+                f" lease_until = NULL, updated_at = ? WHERE session_id = ? AND state IN ({_states(TO_START)})",
+                (reason, now, now, session_id),
             )
         )
 
@@ -370,9 +375,9 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> list[CallRecord]:
             rows = conn.execute(
                 f"UPDATE calls SET lease_owner = ?, lease_until = ?, polls = polls + 1 WHERE session_id IN"
-                f" (SELECT session_id FROM calls WHERE state IN ({_placeholders(IN_FLIGHT)}) AND next_at <= ?"
+                f" (SELECT session_id FROM calls WHERE state IN ({_states(IN_FLIGHT)}) AND next_at <= ?"
                 f" AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?) RETURNING {CALL_COLUMNS}",
-                (owner, now + lease_seconds, *IN_FLIGHT, now, now, limit),
+                (owner, now + lease_seconds, now, now, limit),
             ).fetchall()
             return [call_record(row) for row in rows]
 
@@ -383,8 +388,8 @@ class SQLiteStore:
             lambda conn: conn.execute(
                 f"UPDATE calls SET next_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?,"
                 f" state = CASE WHEN ? AND state = 'processing' THEN 'stale' ELSE state END"
-                f" WHERE session_id = ? AND state IN ({_placeholders(IN_FLIGHT)})",
-                (next_at, now, int(stale), session_id, *IN_FLIGHT),
+                f" WHERE session_id = ? AND state IN ({_states(IN_FLIGHT)})",
+                (next_at, now, int(stale), session_id),
             )
         )
 
@@ -519,17 +524,23 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> Stats:
             backlog: dict[str, int] = {}
             oldest: dict[str, float] = {}
+            by_state: dict[str, int] = {}
+            # One query per partial index, so that none of them scans the table. Terminal states
+            # (delivered, skipped) are not counted here: their totals are counters.
             for stage, states, column in (
                 ("start", TO_START, "received_at"),
-                ("analysis", IN_FLIGHT, "started_at"),
+                ("analysis", IN_FLIGHT, "coalesce(started_at, received_at)"),
+                (None, (CallState.COMPLETED, CallState.FAILED), "finished_at"),
             ):
-                row = conn.execute(
-                    f"SELECT count(*), min(coalesce({column}, received_at)) FROM calls"
-                    f" WHERE state IN ({_placeholders(states)})",
-                    states,
-                ).fetchone()
-                backlog[stage] = row[0]
-                oldest[stage] = max(0.0, now - row[1]) if row[1] is not None else 0.0
+                rows = conn.execute(
+                    f"SELECT state, count(*), min({column}) FROM calls WHERE state IN ({_states(states)})"
+                    " GROUP BY state"
+                ).fetchall()
+                by_state |= {r[0]: r[1] for r in rows}
+                if stage is not None:
+                    backlog[stage] = sum(r[1] for r in rows)
+                    first = min((r[2] for r in rows if r[2] is not None), default=None)
+                    oldest[stage] = max(0.0, now - first) if first is not None else 0.0
             row = conn.execute(
                 "SELECT count(*), min(created_at) FROM deliveries WHERE state = 'pending'"
             ).fetchone()
@@ -541,7 +552,6 @@ class SQLiteStore:
                     "SELECT handler, count(*) FROM deliveries WHERE state = 'dead' GROUP BY handler"
                 )
             }
-            by_state = {r[0]: r[1] for r in conn.execute("SELECT state, count(*) FROM calls GROUP BY state")}
             return Stats(backlog=backlog, oldest=oldest, dead_letters=dead, calls_by_state=by_state)
 
         return await self._run(op)
@@ -557,9 +567,9 @@ class SQLiteStore:
             ).rowcount
             calls = conn.execute(
                 f"DELETE FROM calls WHERE session_id IN (SELECT session_id FROM calls WHERE updated_at < ?"
-                f" AND state IN ({_placeholders(finished)}) AND NOT EXISTS (SELECT 1 FROM deliveries d"
+                f" AND state IN ({_states(finished)}) AND NOT EXISTS (SELECT 1 FROM deliveries d"
                 f" WHERE d.session_id = calls.session_id AND d.state = 'pending') LIMIT ?)",
-                (calls_before, *finished, batch),
+                (calls_before, batch),
             ).rowcount
             return int(events), int(calls)
 

@@ -33,9 +33,13 @@ CREATE TABLE calls (
     lease_until   REAL,
     updated_at    REAL NOT NULL
 );
-CREATE INDEX calls_state_next_at ON calls (state, next_at);
-CREATE INDEX calls_analysis_id ON calls (analysis_id);
-CREATE INDEX calls_updated_at ON calls (updated_at);
+-- Partial indexes, one per worker's query, so that a new call updates only one of them.
+CREATE INDEX calls_to_start ON calls (next_at) WHERE state IN ('received', 'starting');
+CREATE INDEX calls_in_flight ON calls (next_at) WHERE state IN ('processing', 'stale');
+CREATE INDEX calls_analysis_id ON calls (analysis_id) WHERE analysis_id IS NOT NULL;
+CREATE INDEX calls_to_deliver ON calls (state) WHERE state IN ('completed', 'failed');
+CREATE INDEX calls_finished_updated_at ON calls (updated_at)
+    WHERE state IN ('completed', 'failed', 'delivered', 'skipped');
 
 -- The outbox: one row per (call, handler).
 CREATE TABLE deliveries (
@@ -56,5 +60,5 @@ CREATE TABLE deliveries (
     lease_until      REAL,
     UNIQUE (session_id, handler)
 );
-CREATE INDEX deliveries_handler_state_next_at ON deliveries (handler, state, next_at);
-CREATE INDEX deliveries_state_dead_at ON deliveries (state, dead_at);
+CREATE INDEX deliveries_pending ON deliveries (handler, next_at) WHERE state = 'pending';
+CREATE INDEX deliveries_dead ON deliveries (dead_at) WHERE state = 'dead';
