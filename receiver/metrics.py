@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -99,6 +100,7 @@ class Metrics:
             registry=r,
         )
         self.store_up = Gauge("receiver_store_up", "1 when the last store operation succeeded", registry=r)
+        self._event_children: dict[tuple[str, str, str], Any] = {}
 
     def declare_handlers(self, names: Iterable[str]) -> None:
         """Export zeros for every handler so dashboards and alerts see the series from the start."""
@@ -126,7 +128,11 @@ class Metrics:
                 self.ratelimit_limit.set(rate.limit)
 
     def event(self, source: str, event_type: str, outcome: str) -> None:
-        self.events.labels(source, event_type, outcome).inc()
+        key = (source, event_type, outcome)
+        child = self._event_children.get(key)
+        if child is None:  # labels() takes a lock and builds a key: once per combination is enough
+            child = self._event_children[key] = self.events.labels(*key)
+        child.inc()
 
     def apply_stats(self, stats: Stats, handlers: Iterable[str]) -> None:
         for stage in STAGES:
