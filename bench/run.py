@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 from receiver.cli import build_event  # noqa: E402  (the same events `kallglot-receiver send` builds)
 from receiver.signing import sign_kallglot  # noqa: E402
 
-SECRET = "bench_webhook_secret_0123456789"  # noqa: S105 (benchmark only)
+SECRET = "bench_webhook_secret_0123456789"
 API_KEY = "sk_test_bench"
 HOST = "127.0.0.1"
 CONNECTIONS = 64
@@ -89,7 +89,7 @@ def free_port() -> int:
 
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=timeout) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=timeout) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -100,7 +100,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
     return ordered[k]
 
 
@@ -119,7 +119,9 @@ class Procs:
         self.workdir = workdir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], cpus: str | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], cpus: str | None = None
+    ) -> subprocess.Popen[bytes]:
         if cpus is not None:
             argv = ["taskset", "-c", cpus, *argv]
         logfile = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115
@@ -149,7 +151,9 @@ class Procs:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def wait_ready(procs: Procs, name: str, proc: subprocess.Popen[bytes], port: int, path: str, timeout: float = 40) -> None:
+def wait_ready(
+    procs: Procs, name: str, proc: subprocess.Popen[bytes], port: int, path: str, timeout: float = 40
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -196,11 +200,27 @@ class Profiler:
         self.directory.mkdir(parents=True, exist_ok=True)
         for pid in pids:
             out = self.directory / f"{name}-{pid}.txt"
-            argv = [str(spy), "record", "-p", str(pid), "-r", "100", "--nonblocking", "--threads",
-                    "-f", "raw", "-o", str(out), "-d", str(int(seconds) + 1)]
+            argv = [
+                str(spy),
+                "record",
+                "-p",
+                str(pid),
+                "-r",
+                "100",
+                "--nonblocking",
+                "--threads",
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+                "-d",
+                str(int(seconds) + 1),
+            ]
             if os.environ.get("BENCH_PROFILE_GIL"):
                 argv.append("--gil")  # only the thread holding the GIL: what the event loop waits for
-            self.procs.append((subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
+            self.procs.append(
+                (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
+            )
 
     def stop(self) -> list[dict[str, Any]]:
         summaries = []
@@ -252,7 +272,13 @@ def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)] if total else []
 
-    return {"file": str(path), "samples": total, "threads_pct": share(threads), "self_pct": share(self_time), "inclusive_pct": share(inclusive)}
+    return {
+        "file": str(path),
+        "samples": total,
+        "threads_pct": share(threads),
+        "self_pct": share(self_time),
+        "inclusive_pct": share(inclusive),
+    }
 
 
 def clean_env() -> dict[str, str]:
@@ -296,19 +322,25 @@ class Database:
     @staticmethod
     def _psql(url: str, sql: str) -> str:
         if not shutil.which("psql"):
-            raise HarnessError("psql is needed for --database postgresql://… (apt-get install postgresql-client)")
+            raise HarnessError(
+                "psql is needed for --database postgresql://… (apt-get install postgresql-client)"
+            )
         host = urllib.parse.urlsplit(url).hostname
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise HarnessError("the benchmark only talks to loopback databases")
-        done = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-tAc", sql], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            ["psql", url, "-v", "ON_ERROR_STOP=1", "-tAc", sql], capture_output=True, text=True, timeout=60
+        )
         if done.returncode != 0:
             raise HarnessError(f"psql failed ({sql}): {done.stderr.strip()}")
         return done.stdout.strip()
 
     def stages(self) -> dict[str, dict[str, float]]:
         """Per-stage seconds of the delivered calls, from the receiver's own timestamps (calls table)."""
-        sql = ("SELECT started_at - received_at, finished_at - started_at, delivered_at - finished_at, delivered_at - received_at"
-               " FROM calls WHERE delivered_at IS NOT NULL AND started_at IS NOT NULL AND finished_at IS NOT NULL")
+        sql = (
+            "SELECT started_at - received_at, finished_at - started_at, delivered_at - finished_at, delivered_at - received_at"
+            " FROM calls WHERE delivered_at IS NOT NULL AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+        )
         try:
             if self.kind == "sqlite":
                 assert self.path is not None
@@ -323,11 +355,20 @@ class Database:
         except (sqlite3.Error, HarnessError, ValueError) as exc:
             log(f"cannot read stage times: {exc}")
             return {}
-        names = ("received_to_started", "started_to_finished", "finished_to_delivered", "received_to_delivered")
+        names = (
+            "received_to_started",
+            "started_to_finished",
+            "finished_to_delivered",
+            "received_to_delivered",
+        )
         out = {}
         for i, name in enumerate(names):
             values = [1000 * float(r[i]) for r in rows if r[i] is not None]
-            out[name] = {"p50_ms": round(pct(values, 50), 1), "p99_ms": round(pct(values, 99), 1), "n": len(values)}
+            out[name] = {
+                "p50_ms": round(pct(values, 50), 1),
+                "p99_ms": round(pct(values, 99), 1),
+                "n": len(values),
+            }
         return out
 
     def count(self, table: str) -> int | None:
@@ -379,25 +420,45 @@ class Stack:
         self.sandbox = self.procs.start(
             f"{self.label}-sandbox",
             [
-                str(RECEIVER), "sandbox", "--host", HOST, "--port", str(self.sandbox_port),
-                "--webhook-url", f"http://{HOST}:{self.ports[0]}/webhooks/kallglot",
-                "--webhook-secret", SECRET, "--analysis-latency", "0",
-                "--rate-limit", "100000000", "--credits", str(self.credits),
+                str(RECEIVER),
+                "sandbox",
+                "--host",
+                HOST,
+                "--port",
+                str(self.sandbox_port),
+                "--webhook-url",
+                f"http://{HOST}:{self.ports[0]}/webhooks/kallglot",
+                "--webhook-secret",
+                SECRET,
+                "--analysis-latency",
+                "0",
+                "--rate-limit",
+                "100000000",
+                "--credits",
+                str(self.credits),
             ],
             env,
         )
         wait_ready(self.procs, f"{self.label}-sandbox", self.sandbox, self.sandbox_port, "/_sandbox/stats")
         for i, port in enumerate(self.ports):
-            renv = env | {
-                "KALLGLOT_API_KEY": API_KEY,
-                "KALLGLOT_WEBHOOK_SECRETS": SECRET,
-                "KALLGLOT_API_URL": f"http://{HOST}:{self.sandbox_port}/v1",
-                "RECEIVER_DATABASE_URL": url,
-                "RECEIVER_HANDLERS": json.dumps([{"name": "file", "type": "file", "path": str(self.delivery_files[i])}]),
-                "RECEIVER_LOG_LEVEL": "WARNING",
-            } | self.extra_env
+            renv = (
+                env
+                | {
+                    "KALLGLOT_API_KEY": API_KEY,
+                    "KALLGLOT_WEBHOOK_SECRETS": SECRET,
+                    "KALLGLOT_API_URL": f"http://{HOST}:{self.sandbox_port}/v1",
+                    "RECEIVER_DATABASE_URL": url,
+                    "RECEIVER_HANDLERS": json.dumps(
+                        [{"name": "file", "type": "file", "path": str(self.delivery_files[i])}]
+                    ),
+                    "RECEIVER_LOG_LEVEL": "WARNING",
+                }
+                | self.extra_env
+            )
             name = f"{self.label}-receiver{i}"
-            proc = self.procs.start(name, [str(RECEIVER), "serve", "--host", HOST, "--port", str(port)], renv, self.cpus)
+            proc = self.procs.start(
+                name, [str(RECEIVER), "serve", "--host", HOST, "--port", str(port)], renv, self.cpus
+            )
             self.receivers.append(proc)
             # start replicas one after the other so that only one of them applies the migrations
             wait_ready(self.procs, name, proc, port, "/readyz")
@@ -411,7 +472,9 @@ class Stack:
     def check_alive(self) -> None:
         for i, proc in enumerate(self.receivers):
             if proc.poll() is not None:
-                raise HarnessError(f"receiver {i} died ({proc.returncode}):\n{self.procs.log_tail(f'{self.label}-receiver{i}')}")
+                raise HarnessError(
+                    f"receiver {i} died ({proc.returncode}):\n{self.procs.log_tail(f'{self.label}-receiver{i}')}"
+                )
 
     def stop(self) -> None:
         for proc in self.receivers:
@@ -435,34 +498,54 @@ def write_requests(path: Path, count: int, prefix: str) -> None:
             out.write(sign_kallglot(SECRET, t, body.encode()) + "\t" + body + "\n")
 
 
-def run_wrk(ports: list[int], requests: Path, seconds: float, cpus: str | None, threads: int = 2) -> dict[str, Any]:
+def run_wrk(
+    ports: list[int], requests: Path, seconds: float, cpus: str | None, threads: int = 2
+) -> dict[str, Any]:
     env = os.environ | {
         "BENCH_REQUESTS": str(requests),
         "BENCH_TARGETS": ",".join(f"{HOST}:{p}" for p in ports),
         "BENCH_THREADS": str(threads),
     }
     argv = [
-        "wrk", f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--timeout", "5s", "--latency",
-        "-s", str(LUA), f"http://{HOST}:{ports[0]}/webhooks/kallglot",
+        "wrk",
+        f"-t{threads}",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(LUA),
+        f"http://{HOST}:{ports[0]}/webhooks/kallglot",
     ]
     if cpus is not None:
         argv = ["taskset", "-c", cpus, *argv]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
     for line in done.stdout.splitlines():
         if line.startswith("BENCHJSON "):
-            result: dict[str, Any] = json.loads(line[len("BENCHJSON "):])
+            result: dict[str, Any] = json.loads(line[len("BENCHJSON ") :])
             dur = result["duration_us"] / 1e6
             result["ok"] = result["requests"] - result["err_status"]
             result["rps"] = result["requests"] / dur if dur else 0.0
             result["p50_ms"] = result["lat_p50_us"] / 1000
             result["p99_ms"] = result["lat_p99_us"] / 1000
-            result["socket_errors"] = sum(result[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))
+            result["socket_errors"] = sum(
+                result[k] for k in ("err_connect", "err_read", "err_write", "err_timeout")
+            )
             return result
-    raise HarnessError(f"wrk gave no result (exit {done.returncode}): {done.stdout[-800:]} {done.stderr[-800:]}")
+    raise HarnessError(
+        f"wrk gave no result (exit {done.returncode}): {done.stdout[-800:]} {done.stderr[-800:]}"
+    )
 
 
 def measure_target(
-    ports: list[int], pids: list[int], warm: Path, main: Path, args: argparse.Namespace, cpus: str | None, profile: str | None = None
+    ports: list[int],
+    pids: list[int],
+    warm: Path,
+    main: Path,
+    args: argparse.Namespace,
+    cpus: str | None,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     warmup = run_wrk(ports, warm, args.warmup, cpus)
     profiler = Profiler(args.profile if profile else None)
@@ -474,7 +557,9 @@ def measure_target(
     if profile:
         result["profile"] = profiler.stop()
     result["server_cpu_cores"] = (sum(cpu_seconds(p) for p in pids) - before) / wall
-    result["warmup"] = {k: warmup[k] for k in ("requests", "ok", "sent", "wrapped", "rps", "err_status", "socket_errors")}
+    result["warmup"] = {
+        k: warmup[k] for k in ("requests", "ok", "sent", "wrapped", "rps", "err_status", "socket_errors")
+    }
     return result
 
 
@@ -487,7 +572,12 @@ def ingest_once(procs: Procs, args: argparse.Namespace, replicas: int, pin: bool
     bare_ports = [free_port() for _ in range(replicas)]
     bare_procs = []
     for i, port in enumerate(bare_ports):
-        p = procs.start(f"{tag}-bare{i}", [str(PYTHON), str(BENCH / "bare_app.py"), "--host", HOST, "--port", str(port)], clean_env(), server_cpus)
+        p = procs.start(
+            f"{tag}-bare{i}",
+            [str(PYTHON), str(BENCH / "bare_app.py"), "--host", HOST, "--port", str(port)],
+            clean_env(),
+            server_cpus,
+        )
         wait_ready(procs, f"{tag}-bare{i}", p, port, "/healthz")
         bare_procs.append(p)
     try:
@@ -500,9 +590,13 @@ def ingest_once(procs: Procs, args: argparse.Namespace, replicas: int, pin: bool
     write_requests(warm, args.warm_requests, f"{tag}W")
     write_requests(main, args.main_requests, f"{tag}M")
     credits = 100_000_000 if args.ingest_workers == "live" else 0
-    stack = Stack(procs, args.database, replicas, tag, credits=credits, cpus=server_cpus, extra_env=args.receiver_env).start()
+    stack = Stack(
+        procs, args.database, replicas, tag, credits=credits, cpus=server_cpus, extra_env=args.receiver_env
+    ).start()
     try:
-        recv = measure_target(stack.ports, [p.pid for p in stack.receivers], warm, main, args, wrk_cpus, profile=f"{tag}-ingest")
+        recv = measure_target(
+            stack.ports, [p.pid for p in stack.receivers], warm, main, args, wrk_cpus, profile=f"{tag}-ingest"
+        )
         stack.check_alive()
         stored = stack.db.count("inbound_events")
         calls = stack.db.count("calls")
@@ -713,21 +807,42 @@ async def push_calls(
     }
 
 
-def pipeline_once(procs: Procs, args: argparse.Namespace, replicas: int, tag: str, *, n: int, rate: float | None, connections: int) -> dict[str, Any]:
-    stack = Stack(procs, args.database, replicas, tag, credits=100_000_000, extra_env=args.receiver_env).start()
+def pipeline_once(
+    procs: Procs,
+    args: argparse.Namespace,
+    replicas: int,
+    tag: str,
+    *,
+    n: int,
+    rate: float | None,
+    connections: int,
+) -> dict[str, Any]:
+    stack = Stack(
+        procs, args.database, replicas, tag, credits=100_000_000, extra_env=args.receiver_env
+    ).start()
     try:
         timeout = max(60.0, n / 20)
         profiler = Profiler(args.profile)
         profiler.start([p.pid for p in stack.receivers], f"{tag}-pipeline", timeout)
         assert stack.sandbox is not None
-        pids = {"receiver": [p.pid for p in stack.receivers], "sandbox": [stack.sandbox.pid], "harness": [os.getpid()]}
+        pids = {
+            "receiver": [p.pid for p in stack.receivers],
+            "sandbox": [stack.sandbox.pid],
+            "harness": [os.getpid()],
+        }
         before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
         t0 = time.monotonic()
-        result = asyncio.run(push_calls(stack, n, rate=rate, connections=connections, timeout=timeout, prefix=tag))
+        result = asyncio.run(
+            push_calls(stack, n, rate=rate, connections=connections, timeout=timeout, prefix=tag)
+        )
         wall = time.monotonic() - t0
         # CPU used per process group over the whole run (cores); with 2 cores, receiver ~1.0 = GIL-bound
-        result["cpu_cores"] = {k: round((sum(cpu_seconds(p) for p in v) - before[k]) / wall, 2) for k, v in pids.items()}
-        result["cpu_ms_per_call"] = {k: round(1000 * v * wall / max(1, result["delivered"]), 2) for k, v in result["cpu_cores"].items()}
+        result["cpu_cores"] = {
+            k: round((sum(cpu_seconds(p) for p in v) - before[k]) / wall, 2) for k, v in pids.items()
+        }
+        result["cpu_ms_per_call"] = {
+            k: round(1000 * v * wall / max(1, result["delivered"]), 2) for k, v in result["cpu_cores"].items()
+        }
         if args.profile:
             result["profile"] = profiler.stop()
         result["sandbox"] = stack.sandbox_stats()
@@ -742,7 +857,9 @@ def pipeline_once(procs: Procs, args: argparse.Namespace, replicas: int, tag: st
 def rss_once(procs: Procs, args: argparse.Namespace, replicas: int, tag: str) -> dict[str, Any]:
     n = args.rss_calls
     checkpoints = sorted({max(1, n // 5), n // 2, n} if n != 10_000 else {2000, 5000, 10_000})
-    stack = Stack(procs, args.database, replicas, tag, credits=100_000_000, extra_env=args.receiver_env).start()
+    stack = Stack(
+        procs, args.database, replicas, tag, credits=100_000_000, extra_env=args.receiver_env
+    ).start()
     pids = [p.pid for p in stack.receivers]
     samples: list[dict[str, Any]] = []
     at_checkpoint: dict[int, int] = {}
@@ -763,7 +880,9 @@ def rss_once(procs: Procs, args: argparse.Namespace, replicas: int, tag: str) ->
 
     try:
         result = asyncio.run(
-            push_calls(stack, n, rate=None, connections=16, timeout=max(120.0, n / 15), prefix=tag, sampler=sampler)
+            push_calls(
+                stack, n, rate=None, connections=16, timeout=max(120.0, n / 15), prefix=tag, sampler=sampler
+            )
         )
         stack.check_alive()
         hwm = max(proc_status(p)["VmHWM"] for p in pids)
@@ -784,7 +903,12 @@ def rss_once(procs: Procs, args: argparse.Namespace, replicas: int, tag: str) ->
         "rss_at_delivered_mb": {str(c): at_checkpoint[c] / 1024 for c in checkpoints if c in at_checkpoint},
         "rss_at_max_backlog_mb": max((s["rss_kb"] for s in samples), default=0) / 1024,
         "samples": [
-            {"t": round(s["t"] - t0, 2), "sent": s["sent"], "delivered": s["delivered"], "rss_mb": round(s["rss_kb"] / 1024, 1)}
+            {
+                "t": round(s["t"] - t0, 2),
+                "sent": s["sent"],
+                "delivered": s["delivered"],
+                "rss_mb": round(s["rss_kb"] / 1024, 1),
+            }
             for s in samples[:: max(1, len(samples) // 200)]
         ],
         "pipeline": {k: result[k] for k in ("accepted", "statuses", "delivered", "latency_ms", "complete")},
@@ -835,56 +959,94 @@ def print_report(report: dict[str, Any]) -> None:
     out = []
     cfg = report["config"]
     out.append("")
-    out.append(f"kallglot-receiver benchmark  {report['started']}  database={cfg['database_kind']} "
-               f"replicas={cfg['replicas']} {'quick' if cfg['quick'] else 'full'} repeat={cfg['repeat']} "
-               f"cores={report['machine']['cpus']} load={report['machine']['loadavg_start']}")
+    out.append(
+        f"kallglot-receiver benchmark  {report['started']}  database={cfg['database_kind']} "
+        f"replicas={cfg['replicas']} {'quick' if cfg['quick'] else 'full'} repeat={cfg['repeat']} "
+        f"cores={report['machine']['cpus']} load={report['machine']['loadavg_start']}"
+    )
     out.append("medians over the repeats; latencies in ms")
     for name, ing in report.get("ingest", {}).items():
         s = ing["summary"]
         out.append("")
-        out.append(f"(a) ingest [{name}]  {CONNECTIONS} connections, {cfg['duration']:g}s after {cfg['warmup']:g}s warm-up, "
-                   f"pinned={ing['pinned']}, workers={cfg['ingest_workers']}")
+        out.append(
+            f"(a) ingest [{name}]  {CONNECTIONS} connections, {cfg['duration']:g}s after {cfg['warmup']:g}s warm-up, "
+            f"pinned={ing['pinned']}, workers={cfg['ingest_workers']}"
+        )
         out.append(f"    {'target':<22}{'req/s':>10}{'p50':>9}{'p99':>9}{'cpu(cores)':>12}")
-        out.append(f"    {'bare Starlette':<22}{s['bare_rps']:>10.0f}{s['bare_p50_ms']:>9.2f}{s['bare_p99_ms']:>9.2f}{s['bare_cpu_cores']:>12.2f}")
-        out.append(f"    {'receiver':<22}{s['receiver_rps']:>10.0f}{s['receiver_p50_ms']:>9.2f}{s['receiver_p99_ms']:>9.2f}{s['receiver_cpu_cores']:>12.2f}")
-        out.append(f"    ratio receiver/bare: {s['ratio']:.1%}   non-2xx: {s['non_2xx']}   socket errors: {s['socket_errors']}")
+        out.append(
+            f"    {'bare Starlette':<22}{s['bare_rps']:>10.0f}{s['bare_p50_ms']:>9.2f}{s['bare_p99_ms']:>9.2f}{s['bare_cpu_cores']:>12.2f}"
+        )
+        out.append(
+            f"    {'receiver':<22}{s['receiver_rps']:>10.0f}{s['receiver_p50_ms']:>9.2f}{s['receiver_p99_ms']:>9.2f}{s['receiver_cpu_cores']:>12.2f}"
+        )
+        out.append(
+            f"    ratio receiver/bare: {s['ratio']:.1%}   non-2xx: {s['non_2xx']}   socket errors: {s['socket_errors']}"
+        )
         for i, r in enumerate(ing["runs"]):
             d = r["receiver"]["durability"]
-            out.append(f"    run {i + 1}: bare {r['bare']['rps']:.0f}/s, receiver {r['receiver']['rps']:.0f}/s "
-                       f"p99 {r['receiver']['p99_ms']:.1f} ms, ratio {r['ratio']:.1%}; accepted {d['accepted_2xx']} "
-                       f"<= stored {d['stored_events']} <= sent {d['sent_upper_bound']}: {'ok' if d['ok'] else 'NOT OK'}")
+            out.append(
+                f"    run {i + 1}: bare {r['bare']['rps']:.0f}/s, receiver {r['receiver']['rps']:.0f}/s "
+                f"p99 {r['receiver']['p99_ms']:.1f} ms, ratio {r['ratio']:.1%}; accepted {d['accepted_2xx']} "
+                f"<= stored {d['stored_events']} <= sent {d['sent_upper_bound']}: {'ok' if d['ok'] else 'NOT OK'}"
+            )
     for name, pipe in report.get("pipeline", {}).items():
         out.append("")
         out.append(f"(b) pipeline [{name}]  session.ended -> analysis (latency 0) -> webhook -> file handler")
-        out.append(f"    {'mode':<30}{'calls':>7}{'calls/s':>9}{'p50':>9}{'p99':>9}{'ingest/s':>10}  complete"
-                   f"  receiver cpu (cores, ms/call)  sandbox ms/call")
-        for mode, label in (("steady", f"steady {cfg['steady_rate']:g}/s offered"), ("burst", "burst (as fast as accepted)")):
+        out.append(
+            f"    {'mode':<30}{'calls':>7}{'calls/s':>9}{'p50':>9}{'p99':>9}{'ingest/s':>10}  complete"
+            f"  receiver cpu (cores, ms/call)  sandbox ms/call"
+        )
+        for mode, label in (
+            ("steady", f"steady {cfg['steady_rate']:g}/s offered"),
+            ("burst", "burst (as fast as accepted)"),
+        ):
             if mode not in pipe:
                 continue
             s = pipe[mode]["summary"]
-            out.append(f"    {label:<30}{pipe[mode]['runs'][0]['calls']:>7}{s['calls_per_s']:>9.1f}{s['p50_ms']:>9.1f}"
-                       f"{s['p99_ms']:>9.1f}{s['ingest_rate']:>10.0f}  {str(s['complete']):<8}"
-                       f"  {s['receiver_cpu_cores']:.2f}, {s['receiver_cpu_ms_per_call']:.1f}{'':>18}{s['sandbox_cpu_ms_per_call']:.1f}")
+            out.append(
+                f"    {label:<30}{pipe[mode]['runs'][0]['calls']:>7}{s['calls_per_s']:>9.1f}{s['p50_ms']:>9.1f}"
+                f"{s['p99_ms']:>9.1f}{s['ingest_rate']:>10.0f}  {s['complete']!s:<8}"
+                f"  {s['receiver_cpu_cores']:.2f}, {s['receiver_cpu_ms_per_call']:.1f}{'':>18}{s['sandbox_cpu_ms_per_call']:.1f}"
+            )
         for mode in ("steady", "burst"):
             for i, r in enumerate(pipe.get(mode, {}).get("runs", [])):
                 st = r.get("stages") or {}
-                out.append(f"    {mode} run {i + 1}: {r['calls_per_s']:.1f} calls/s p99 {r['latency_ms']['p99']:.0f} ms; receiver stages p50/p99 ms: "
-                           + ", ".join(f"{k.replace('_to_', '->')} {v['p50_ms']:g}/{v['p99_ms']:g}" for k, v in st.items()))
+                out.append(
+                    f"    {mode} run {i + 1}: {r['calls_per_s']:.1f} calls/s p99 {r['latency_ms']['p99']:.0f} ms; receiver stages p50/p99 ms: "
+                    + ", ".join(
+                        f"{k.replace('_to_', '->')} {v['p50_ms']:g}/{v['p99_ms']:g}" for k, v in st.items()
+                    )
+                )
     if "rss" in report:
         r = report["rss"]
         out.append("")
-        out.append(f"(c) RSS  {r['calls']} calls pushed as fast as accepted; max backlog {r['max_backlog']} calls")
+        out.append(
+            f"(c) RSS  {r['calls']} calls pushed as fast as accepted; max backlog {r['max_backlog']} calls"
+        )
         cps = "  ".join(f"{k} delivered: {v:.1f} MB" for k, v in r["rss_at_delivered_mb"].items())
-        out.append(f"    start {r['rss_start_mb']:.1f} MB  {cps}  peak (VmHWM) {r['peak_rss_mb']:.1f} MB  end {r['rss_end_mb']:.1f} MB")
-        out.append(f"    drained at {r['calls_per_s']:.1f} calls/s, ingest {r['ingest_rate']:.0f}/s, delivered {r['delivered']}/{r['calls']}")
+        out.append(
+            f"    start {r['rss_start_mb']:.1f} MB  {cps}  peak (VmHWM) {r['peak_rss_mb']:.1f} MB  end {r['rss_end_mb']:.1f} MB"
+        )
+        out.append(
+            f"    drained at {r['calls_per_s']:.1f} calls/s, ingest {r['ingest_rate']:.0f}/s, delivered {r['delivered']}/{r['calls']}"
+        )
     if "scaling" in report:
         out.append("")
         out.append("replica scaling (same database, unpinned)")
         for key, value in report["scaling"].items():
             out.append(f"    {key}: {value}")
-    profiles = [(f"ingest [{n}] run {i + 1}", r["receiver"].get("profile")) for n, ing in report.get("ingest", {}).items() for i, r in enumerate(ing["runs"])]
-    profiles += [(f"pipeline [{n}] {m} run {i + 1}", r.get("profile")) for n, pipe in report.get("pipeline", {}).items()
-                 for m in ("steady", "burst") if m in pipe for i, r in enumerate(pipe[m]["runs"])]
+    profiles = [
+        (f"ingest [{n}] run {i + 1}", r["receiver"].get("profile"))
+        for n, ing in report.get("ingest", {}).items()
+        for i, r in enumerate(ing["runs"])
+    ]
+    profiles += [
+        (f"pipeline [{n}] {m} run {i + 1}", r.get("profile"))
+        for n, pipe in report.get("pipeline", {}).items()
+        for m in ("steady", "burst")
+        if m in pipe
+        for i, r in enumerate(pipe[m]["runs"])
+    ]
     for title, summaries in profiles:
         for prof in summaries or ():
             out.append("")
@@ -912,28 +1074,61 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
     main_ing = ing.get("primary") or (next(iter(ing.values())) if ing else None)  # else the 1-replica runs
     if main_ing:
         s = main_ing["summary"]
-        add("ingest >= 25% of bare Starlette req/s", s["ratio"] >= TARGETS["ingest_ratio"], f"{s['ratio']:.1%}")
-        add("ingest p99 < 50 ms at 64 connections", s["receiver_p99_ms"] < TARGETS["ingest_p99_ms"], f"{s['receiver_p99_ms']:.1f} ms")
-        add("every accepted event stored", s["durable"], "accepted <= stored <= sent in every run" if s["durable"] else "see runs")
+        add(
+            "ingest >= 25% of bare Starlette req/s",
+            s["ratio"] >= TARGETS["ingest_ratio"],
+            f"{s['ratio']:.1%}",
+        )
+        add(
+            "ingest p99 < 50 ms at 64 connections",
+            s["receiver_p99_ms"] < TARGETS["ingest_p99_ms"],
+            f"{s['receiver_p99_ms']:.1f} ms",
+        )
+        add(
+            "every accepted event stored",
+            s["durable"],
+            "accepted <= stored <= sent in every run" if s["durable"] else "see runs",
+        )
         add("no non-2xx under load", s["non_2xx"] == 0, str(s["non_2xx"]))
     pipe = report.get("pipeline", {})
     main_pipe = pipe.get("primary") or (next(iter(pipe.values())) if pipe else None)
     if main_pipe:
         if "burst" in main_pipe:
             s = main_pipe["burst"]["summary"]
-            add("pipeline >= 100 calls/s (burst)", s["calls_per_s"] >= TARGETS["pipeline_calls_per_s"], f"{s['calls_per_s']:.1f} calls/s")
+            add(
+                "pipeline >= 100 calls/s (burst)",
+                s["calls_per_s"] >= TARGETS["pipeline_calls_per_s"],
+                f"{s['calls_per_s']:.1f} calls/s",
+            )
         if "steady" in main_pipe:
             s = main_pipe["steady"]["summary"]
             ok = s["p99_ms"] < TARGETS["pipeline_p99_ms"] and s["complete"]
-            add(f"pipeline added latency p99 < 250 ms (steady {report['config']['steady_rate']:g}/s)", ok, f"{s['p99_ms']:.1f} ms (p50 {s['p50_ms']:.1f})")
-            add("pipeline keeps up with the steady rate", s["calls_per_s"] >= 0.95 * report["config"]["steady_rate"], f"{s['calls_per_s']:.1f} calls/s")
+            add(
+                f"pipeline added latency p99 < 250 ms (steady {report['config']['steady_rate']:g}/s)",
+                ok,
+                f"{s['p99_ms']:.1f} ms (p50 {s['p50_ms']:.1f})",
+            )
+            add(
+                "pipeline keeps up with the steady rate",
+                s["calls_per_s"] >= 0.95 * report["config"]["steady_rate"],
+                f"{s['calls_per_s']:.1f} calls/s",
+            )
     if "rss" in report:
         r = report["rss"]
-        add(f"peak RSS < 150 MB after {r['calls']} calls", r["peak_rss_mb"] < TARGETS["rss_peak_mb"], f"{r['peak_rss_mb']:.1f} MB")
+        add(
+            f"peak RSS < 150 MB after {r['calls']} calls",
+            r["peak_rss_mb"] < TARGETS["rss_peak_mb"],
+            f"{r['peak_rss_mb']:.1f} MB",
+        )
         values = list(r["rss_at_delivered_mb"].values())
         growth = values[-1] - values[0] if len(values) >= 2 else None
-        add("RSS flat as the backlog grows (growth <= 15 MB)", None if growth is None else growth <= TARGETS["rss_growth_mb"],
-            "n/a" if growth is None else f"{growth:+.1f} MB from first to last checkpoint, backlog up to {r['max_backlog']}")
+        add(
+            "RSS flat as the backlog grows (growth <= 15 MB)",
+            None if growth is None else growth <= TARGETS["rss_growth_mb"],
+            "n/a"
+            if growth is None
+            else f"{growth:+.1f} MB from first to last checkpoint, backlog up to {r['max_backlog']}",
+        )
     return targets
 
 
@@ -943,23 +1138,57 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short runs (smoke test, ~2 min)")
-    p.add_argument("--database", default="sqlite", help="sqlite (default) or postgresql://user@127.0.0.1:5432/db (a fresh database is created per stack)")
-    p.add_argument("--replicas", type=int, default=1, help="receiver replicas on one database; >1 also runs 1 replica and reports the scaling factor")
+    p.add_argument(
+        "--database",
+        default="sqlite",
+        help="sqlite (default) or postgresql://user@127.0.0.1:5432/db (a fresh database is created per stack)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="receiver replicas on one database; >1 also runs 1 replica and reports the scaling factor",
+    )
     p.add_argument("--only", default="ingest,pipeline,rss", help="comma list of ingest, pipeline, rss")
-    p.add_argument("--repeat", type=int, help="repetitions per measurement, median reported (default 3, quick 1)")
+    p.add_argument(
+        "--repeat", type=int, help="repetitions per measurement, median reported (default 3, quick 1)"
+    )
     p.add_argument("--duration", type=float, help="ingest seconds per target (default 10, quick 5)")
     p.add_argument("--warmup", type=float, default=2.0, help="ingest warm-up seconds per target")
     p.add_argument("--pipeline-calls", type=int, help="calls per pipeline run (default 2000, quick 500)")
-    p.add_argument("--steady-rate", type=float, default=100.0, help="offered calls/s of the steady pipeline run")
+    p.add_argument(
+        "--steady-rate", type=float, default=100.0, help="offered calls/s of the steady pipeline run"
+    )
     p.add_argument("--rss-calls", type=int, help="calls of the RSS run (default 10000, quick 3000)")
-    p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server to core 0 and wrk to core 1 during ingest")
-    p.add_argument("--ingest-workers", choices=["paused", "live"], default="paused",
-                   help="paused: the sandbox has no credits so the receiver's starter pauses during ingest (default); live: the pipeline runs meanwhile")
-    p.add_argument("--receiver-env", action="append", default=[], metavar="NAME=VALUE", help="extra receiver setting (experiments), repeatable")
-    p.add_argument("--profile", type=Path, metavar="DIR",
-                   help="run py-spy on the receiver(s) during each ingest and pipeline measurement, raw profiles to DIR, "
-                   "top frames in the JSON and on stdout (perturbs the numbers: profile and measure in separate runs)")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases, delivery files)")
+    p.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin server to core 0 and wrk to core 1 during ingest",
+    )
+    p.add_argument(
+        "--ingest-workers",
+        choices=["paused", "live"],
+        default="paused",
+        help="paused: the sandbox has no credits so the receiver's starter pauses during ingest (default); live: the pipeline runs meanwhile",
+    )
+    p.add_argument(
+        "--receiver-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra receiver setting (experiments), repeatable",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run py-spy on the receiver(s) during each ingest and pipeline measurement, raw profiles to DIR, "
+        "top frames in the JSON and on stdout (perturbs the numbers: profile and measure in separate runs)",
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep the work directory (logs, databases, delivery files)"
+    )
     args = p.parse_args(argv)
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
     if args.only - {"ingest", "pipeline", "rss"}:
@@ -980,7 +1209,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--receiver-env {item!r}: NAME=VALUE")
         env[name] = value
     args.receiver_env = env
-    if args.database != "sqlite" and not args.database.startswith(("sqlite:", "postgresql://", "postgres://")):
+    if args.database != "sqlite" and not args.database.startswith(
+        ("sqlite:", "postgresql://", "postgres://")
+    ):
         p.error("--database: sqlite or postgresql://…")
     return args
 
@@ -991,16 +1222,32 @@ def run(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
         raise HarnessError("SQLite serves one process: --replicas > 1 needs --database postgresql://…")
     if "ingest" in args.only and not shutil.which("wrk"):
         raise HarnessError("wrk is not installed: apt-get install -y wrk")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commit": commit,
-        "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()[0], "python": platform.python_version(), "kernel": platform.release()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+        },
         "config": {
-            "database_kind": kind, "replicas": args.replicas, "quick": args.quick, "repeat": args.repeat,
-            "duration": args.duration, "warmup": args.warmup, "connections": CONNECTIONS,
-            "pipeline_calls": args.pipeline_calls, "steady_rate": args.steady_rate, "rss_calls": args.rss_calls,
-            "pin": args.pin, "ingest_workers": args.ingest_workers, "receiver_env": args.receiver_env,
+            "database_kind": kind,
+            "replicas": args.replicas,
+            "quick": args.quick,
+            "repeat": args.repeat,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "connections": CONNECTIONS,
+            "pipeline_calls": args.pipeline_calls,
+            "steady_rate": args.steady_rate,
+            "rss_calls": args.rss_calls,
+            "pin": args.pin,
+            "ingest_workers": args.ingest_workers,
+            "receiver_env": args.receiver_env,
         },
     }
     # configurations: "primary" (the replicas asked for); with replicas > 1 also "1 replica" for the factor
@@ -1016,9 +1263,16 @@ def run(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
                 log(f"ingest [{name}] run {k + 1}/{args.repeat}")
                 runs.append(ingest_once(procs, args, replicas, pin, f"i{replicas}r{k}"))
                 s = runs[-1]
-                log(f"  bare {s['bare']['rps']:.0f}/s p99 {s['bare']['p99_ms']:.1f} ms; receiver {s['receiver']['rps']:.0f}/s "
-                    f"p99 {s['receiver']['p99_ms']:.1f} ms; ratio {s['ratio']:.1%}; durable {s['receiver']['durability']['ok']}")
-            report["ingest"][name] = {"pinned": pin, "replicas": replicas, "runs": runs, "summary": summarize_ingest(runs)}
+                log(
+                    f"  bare {s['bare']['rps']:.0f}/s p99 {s['bare']['p99_ms']:.1f} ms; receiver {s['receiver']['rps']:.0f}/s "
+                    f"p99 {s['receiver']['p99_ms']:.1f} ms; ratio {s['ratio']:.1%}; durable {s['receiver']['durability']['ok']}"
+                )
+            report["ingest"][name] = {
+                "pinned": pin,
+                "replicas": replicas,
+                "runs": runs,
+                "summary": summarize_ingest(runs),
+            }
     if "pipeline" in args.only:
         report["pipeline"] = {}
         for name, replicas in configs:
@@ -1027,10 +1281,22 @@ def run(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
                 runs = []
                 for k in range(args.repeat):
                     log(f"pipeline [{name}] {mode} run {k + 1}/{args.repeat} ({args.pipeline_calls} calls)")
-                    runs.append(pipeline_once(procs, args, replicas, f"p{replicas}{mode[0]}{k}", n=args.pipeline_calls, rate=rate, connections=conns))
+                    runs.append(
+                        pipeline_once(
+                            procs,
+                            args,
+                            replicas,
+                            f"p{replicas}{mode[0]}{k}",
+                            n=args.pipeline_calls,
+                            rate=rate,
+                            connections=conns,
+                        )
+                    )
                     r = runs[-1]
-                    log(f"  {r['calls_per_s']:.1f} calls/s, p50 {r['latency_ms']['p50']:.1f} ms, p99 {r['latency_ms']['p99']:.1f} ms, "
-                        f"delivered {r['delivered']}/{r['calls']}")
+                    log(
+                        f"  {r['calls_per_s']:.1f} calls/s, p50 {r['latency_ms']['p50']:.1f} ms, p99 {r['latency_ms']['p99']:.1f} ms, "
+                        f"delivered {r['delivered']}/{r['calls']}"
+                    )
                 entry[mode] = {"runs": runs, "summary": summarize_pipeline(runs)}
             report["pipeline"][name] = entry
     if "rss" in args.only:
@@ -1041,10 +1307,14 @@ def run(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
         scaling: dict[str, Any] = {}
         if "ingest" in report:
             a, b = report["ingest"][one]["summary"], report["ingest"][many]["summary"]
-            scaling["ingest req/s"] = f"{a['receiver_rps']:.0f} -> {b['receiver_rps']:.0f} (x{b['receiver_rps'] / a['receiver_rps']:.2f})"
+            scaling["ingest req/s"] = (
+                f"{a['receiver_rps']:.0f} -> {b['receiver_rps']:.0f} (x{b['receiver_rps'] / a['receiver_rps']:.2f})"
+            )
         if "pipeline" in report:
             a, b = report["pipeline"][one]["burst"]["summary"], report["pipeline"][many]["burst"]["summary"]
-            scaling["pipeline calls/s (burst)"] = f"{a['calls_per_s']:.1f} -> {b['calls_per_s']:.1f} (x{b['calls_per_s'] / a['calls_per_s']:.2f})"
+            scaling["pipeline calls/s (burst)"] = (
+                f"{a['calls_per_s']:.1f} -> {b['calls_per_s']:.1f} (x{b['calls_per_s'] / a['calls_per_s']:.2f})"
+            )
         report["scaling"] = scaling
     report["machine"]["loadavg_end"] = os.getloadavg()[0]
     report["targets"] = evaluate(report)
