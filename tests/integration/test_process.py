@@ -65,7 +65,7 @@ class Receiver:
                 except httpx.HTTPError:
                     return False
 
-            await wait_for(ready, timeout=20, what="the receiver to be ready")
+            await wait_for(ready, timeout=60, what="the receiver to be ready")
 
     def signal(self, sig: int) -> None:
         assert self.process is not None
@@ -164,13 +164,13 @@ async def test_sigterm_drains_in_flight_work_and_exits_zero(world: dict[str, Any
 
     async with httpx.AsyncClient(timeout=10) as client:
         assert await _send(client, receiver.url, "sess_drain1") == 200
-    await wait_for(lambda: sink.attempts >= 1, timeout=15, what="the delivery to be in flight")
+    await wait_for(lambda: sink.attempts >= 1, timeout=40, what="the delivery to be in flight")
     started = time.monotonic()
     receiver.signal(signal.SIGTERM)
-    code = await asyncio.to_thread(receiver.wait, 15)
+    code = await asyncio.to_thread(receiver.wait, 40)
 
     assert code == 0
-    assert time.monotonic() - started < 12
+    assert time.monotonic() - started < 30  # the grace period (10 s) plus slack for a loaded machine
     assert sink.ids() == ["sess_drain1"]
     log = receiver.log.read_text()
     assert '"event": "receiver.stopped"' in log
