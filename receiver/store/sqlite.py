@@ -1,24 +1,17 @@
-"""SQLite backend (WAL, synchronous=FULL) with group commit through one database thread.
+"""SQLite backend (WAL, synchronous=FULL): the embedded store of one process.
 
-Every operation is a function run on the database thread. The thread takes every operation that
-is waiting, runs them in one transaction and commits once, then answers them all: under load one
-fsync makes a whole batch durable. When an operation fails, the batch rolls back and each of its
-operations runs again in a transaction of its own, so the failure stays with its caller. A future is answered only after COMMIT returned, so an HTTP 2xx always follows a
-durable write. SQLite serves one process: several replicas need PostgreSQL.
+Every operation is a function run on the database thread of ``receiver.store.groupcommit``, which
+commits waiting operations together. SQLite serves one process: several replicas need PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 
 from receiver.lifecycle import FINISHED, IN_FLIGHT, TO_START, CallState
@@ -35,12 +28,11 @@ from receiver.store import (
     StoreError,
     StoreUnavailable,
 )
+from receiver.store.groupcommit import Database
 from receiver.store.keys import delivery_id
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record
 
 T = TypeVar("T")
-Op = Callable[[sqlite3.Connection], Any]
-_BATCH_MAX = 512
 
 
 def _placeholders(values: Sequence[Any]) -> str:
@@ -50,131 +42,6 @@ def _placeholders(values: Sequence[Any]) -> str:
 def _states(states: Sequence[CallState]) -> str:
     """States as SQL literals (constants, never input): the planner then matches the partial indexes."""
     return ", ".join(f"'{state.value}'" for state in states)
-
-
-class _Database(threading.Thread):
-    """The one thread that owns the connection and commits operations in groups."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(name="sqlite-store", daemon=True)
-        self._path = path
-        self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
-        self._opened = threading.Event()
-        self._open_error: BaseException | None = None
-
-    def start_and_wait(self) -> None:
-        self.start()
-        self._opened.wait()
-        if self._open_error is not None:
-            raise StoreUnavailable(f"cannot open the SQLite database: {self._open_error}") from None
-
-    def submit(self, op: Op, future: asyncio.Future[Any]) -> None:
-        self._queue.put((op, future))
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self.join(timeout=10)
-
-    def run(self) -> None:
-        try:
-            if self._path != ":memory:":
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=5000")
-        except (sqlite3.Error, OSError) as exc:
-            self._open_error = exc
-            self._opened.set()
-            return
-        self._opened.set()
-        try:
-            self._loop(conn)
-        finally:
-            conn.close()
-
-    def _loop(self, conn: sqlite3.Connection) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            stop = False
-            while len(batch) < _BATCH_MAX:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            self._run_batch(conn, batch)
-            if stop:
-                return
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
-        outcomes = self._transaction(conn, batch)
-        if outcomes is None:
-            # Something in the batch failed and the whole transaction was rolled back: run each
-            # operation in a transaction of its own so the failure stays with its caller.
-            outcomes = []
-            for item in batch:
-                outcomes += self._transaction(conn, [item]) or []
-        self._answer(outcomes)
-
-    @staticmethod
-    def _transaction(
-        conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]] | None:
-        """Run ``batch`` in one transaction; None when an operation failed in a batch of several."""
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, future in batch:
-                try:
-                    outcomes.append((future, op(conn), None))
-                except Exception as exc:
-                    conn.execute("ROLLBACK")
-                    return None if len(batch) > 1 else [(future, None, _translate(exc))]
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            error = StoreUnavailable(f"SQLite commit failed: {exc}")
-            return [(future, None, error) for _, future in batch]
-        return outcomes
-
-    @staticmethod
-    def _answer(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-        by_loop: dict[
-            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-        ] = {}
-        for outcome in outcomes:
-            by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-                loop.call_soon_threadsafe(_resolve, items)
-
-
-def _translate(exc: Exception) -> BaseException:
-    if isinstance(exc, sqlite3.OperationalError):
-        return StoreUnavailable(f"SQLite: {exc}")
-    if isinstance(exc, sqlite3.Error):
-        return StoreError(f"SQLite: {exc}")
-    return exc
-
-
-def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, error in items:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
 
 @functools.cache
@@ -192,7 +59,7 @@ class SQLiteStore:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._db: _Database | None = None
+        self._db: Database | None = None
 
     async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -204,7 +71,7 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._db is not None:
             return
-        db = _Database(self._path)
+        db = Database(self._path)
         await asyncio.to_thread(db.start_and_wait)
         self._db = db
         if await self.ready():
