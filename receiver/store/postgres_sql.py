@@ -1,0 +1,171 @@
+"""The PostgreSQL store's SQL, kept as data: ``$n`` parameters, one statement per round trip."""
+
+from __future__ import annotations
+
+from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS
+
+TO_START = "('received', 'starting')"
+IN_FLIGHT = "('processing', 'stale')"
+PRUNABLE = "('completed', 'failed', 'delivered', 'skipped')"
+
+# --- SQL, kept as data: $n parameters, one statement per round trip ------------------------------
+
+ACCEPT_CALL = """
+WITH ev AS (
+    INSERT INTO inbound_events (source, event_id, type, session_id, received_at)
+    VALUES ($1, $2, $3, $4, $8) ON CONFLICT DO NOTHING RETURNING 1
+), upsert AS (
+    INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at, next_at, updated_at)
+    SELECT $4, 'received', $5::jsonb, $6, $7, $8, $8, $8 WHERE EXISTS (SELECT 1 FROM ev)
+    ON CONFLICT (session_id) DO UPDATE SET
+        call_json = receiver_merge_patch(calls.call_json, EXCLUDED.call_json),
+        end_session = calls.end_session OR EXCLUDED.end_session,
+        updated_at = EXCLUDED.updated_at
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT EXISTS (SELECT 1 FROM ev) AS fresh, (SELECT inserted FROM upsert) AS inserted,
+       CASE WHEN (SELECT inserted FROM upsert) THEN pg_notify($9, $10) END
+"""
+
+RECORD_EVENT = """
+INSERT INTO inbound_events (source, event_id, type, session_id, received_at)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1
+"""
+
+# The call to finish, locked (two results racing serialise here); by analysis id when no session id.
+LOCK_FOR_FINISH = """
+SELECT session_id, state, analysis_id, call_json, webhook_seen, started_at FROM calls
+WHERE session_id = coalesce($1::text, (SELECT session_id FROM calls WHERE analysis_id = $2 LIMIT 1))
+FOR UPDATE
+"""
+
+FINISH = """
+WITH upd AS (
+    UPDATE calls SET state = $2, analysis_id = coalesce(analysis_id, $3), analysis_json = $4::jsonb,
+        reason = $5, finished_at = $6, finished_via = $7, delivered_at = $8,
+        started_at = coalesce(started_at, $6), lease_owner = NULL, lease_until = NULL, updated_at = $6
+    WHERE session_id = $1
+), ins AS (
+    INSERT INTO deliveries (id, session_id, handler, status, state, created_at, next_at)
+    SELECT d.id, $1, d.handler, $9, 'pending', $6, $6
+    FROM unnest($10::text[], $11::text[]) AS d (id, handler)
+    ON CONFLICT DO NOTHING
+)
+SELECT CASE WHEN cardinality($10::text[]) > 0 THEN pg_notify($12, $13) END
+"""
+
+REQUEST_FETCH = f"""
+WITH ev AS (
+    INSERT INTO inbound_events (source, event_id, type, session_id, received_at)
+    VALUES ($1, $2, $3, $4, $6) ON CONFLICT DO NOTHING RETURNING 1
+), upd AS (
+    UPDATE calls SET webhook_seen = true, next_at = $6, analysis_id = coalesce(analysis_id, $5),
+        updated_at = $6,
+        state = CASE WHEN state IN {TO_START} THEN 'processing' ELSE state END,
+        started_at = CASE WHEN state IN {TO_START} THEN coalesce(started_at, $6) ELSE started_at END,
+        lease_owner = CASE WHEN state IN {TO_START} THEN NULL ELSE lease_owner END,
+        lease_until = CASE WHEN state IN {TO_START} THEN NULL ELSE lease_until END
+    WHERE session_id = coalesce($4::text, (SELECT session_id FROM calls WHERE analysis_id = $5 LIMIT 1))
+      AND EXISTS (SELECT 1 FROM ev)
+      AND state IN ('received', 'starting', 'processing', 'stale')
+      AND (analysis_id IS NULL OR analysis_id = $5)
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM ev) AS fresh, EXISTS (SELECT 1 FROM upd) AS changed,
+       CASE WHEN EXISTS (SELECT 1 FROM upd) THEN pg_notify($7, $8) END
+"""
+
+CLAIM_START = f"""
+WITH picked AS MATERIALIZED (
+    SELECT session_id FROM calls
+    WHERE state IN {TO_START} AND next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
+    ORDER BY next_at LIMIT $4 FOR UPDATE SKIP LOCKED
+)
+UPDATE calls c SET state = 'starting', lease_owner = $1, lease_until = $2, attempts = c.attempts + 1,
+    updated_at = $3
+FROM picked WHERE c.session_id = picked.session_id
+RETURNING {", ".join("c." + col.strip() for col in CALL_COLUMNS.split(","))}
+"""
+
+MARK_STARTED = f"""
+UPDATE calls SET analysis_id = coalesce(analysis_id, $2), started_at = coalesce(started_at, $4),
+    updated_at = $4,
+    state = CASE WHEN state IN {TO_START} THEN 'processing' ELSE state END,
+    next_at = CASE WHEN state NOT IN {TO_START} THEN next_at WHEN webhook_seen THEN $4 ELSE $3 END,
+    reason = CASE WHEN state IN {TO_START} THEN NULL ELSE reason END,
+    lease_owner = CASE WHEN state IN {TO_START} THEN NULL ELSE lease_owner END,
+    lease_until = CASE WHEN state IN {TO_START} THEN NULL ELSE lease_until END
+WHERE session_id = $1
+"""
+
+CLAIM_POLL = f"""
+WITH picked AS MATERIALIZED (
+    SELECT session_id FROM calls
+    WHERE state IN {IN_FLIGHT} AND next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
+    ORDER BY next_at LIMIT $4 FOR UPDATE SKIP LOCKED
+)
+UPDATE calls c SET lease_owner = $1, lease_until = $2, polls = c.polls + 1
+FROM picked WHERE c.session_id = picked.session_id
+RETURNING {", ".join("c." + col.strip() for col in CALL_COLUMNS.split(","))}
+"""
+
+CLAIM_DELIVERIES = f"""
+WITH picked AS MATERIALIZED (
+    SELECT id FROM deliveries
+    WHERE handler = $4 AND state = 'pending' AND next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
+    ORDER BY next_at LIMIT $5 FOR UPDATE SKIP LOCKED
+)
+UPDATE deliveries d SET lease_owner = $1, lease_until = $2, first_attempt_at = coalesce(d.first_attempt_at, $3)
+FROM picked, calls c
+WHERE d.id = picked.id AND c.session_id = d.session_id
+RETURNING {", ".join("d." + col.strip() for col in DELIVERY_COLUMNS.split(","))},
+    c.call_json, c.analysis_json, c.analysis_id AS call_analysis_id, c.received_at AS call_received_at
+"""
+
+# Locks the call row so that the last of several handlers to finish always sees the others done.
+LOCK_CALL_OF_DELIVERY = """
+SELECT c.session_id FROM deliveries d JOIN calls c ON c.session_id = d.session_id
+WHERE d.id = $1 FOR UPDATE OF c
+"""
+
+MARK_DELIVERED = """
+WITH d AS (
+    UPDATE deliveries SET state = 'delivered', delivered_at = $2, attempts = attempts + 1,
+        last_error = NULL, lease_owner = NULL, lease_until = NULL
+    WHERE id = $1 AND state = 'pending' RETURNING session_id
+)
+UPDATE calls SET state = 'delivered', delivered_at = $2, updated_at = $2
+WHERE session_id IN (SELECT session_id FROM d) AND state IN ('completed', 'failed')
+  AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.session_id = calls.session_id
+                  AND x.state <> 'delivered' AND x.id <> $1)
+"""
+
+PRUNE = f"""
+WITH events AS (
+    DELETE FROM inbound_events WHERE (source, event_id) IN (
+        SELECT source, event_id FROM inbound_events WHERE received_at < $1 LIMIT $3 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+), gone AS (
+    DELETE FROM calls WHERE session_id IN (
+        SELECT session_id FROM calls c WHERE updated_at < $2 AND state IN {PRUNABLE}
+          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.session_id = c.session_id AND d.state = 'pending')
+        LIMIT $3 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM gone) AS calls
+"""
+
+STATS = f"""
+SELECT
+    (SELECT json_build_array(count(*), min(received_at)) FROM calls WHERE state IN {TO_START}) AS start,
+    (SELECT json_build_array(count(*), min(coalesce(started_at, received_at))) FROM calls
+        WHERE state IN {IN_FLIGHT}) AS analysis,
+    (SELECT json_build_array(count(*), min(created_at)) FROM deliveries WHERE state = 'pending') AS delivery,
+    (SELECT coalesce(json_object_agg(handler, n), '{{}}') FROM (SELECT handler, count(*) AS n FROM deliveries
+        WHERE state = 'dead' GROUP BY handler) x) AS dead,
+    (SELECT coalesce(json_object_agg(state, n), '{{}}') FROM (
+        SELECT state, count(*) AS n FROM calls WHERE state IN {TO_START} GROUP BY state
+        UNION ALL SELECT state, count(*) FROM calls WHERE state IN {IN_FLIGHT} GROUP BY state
+        UNION ALL SELECT state, count(*) FROM calls WHERE state IN ('completed', 'failed') GROUP BY state
+    ) y) AS by_state
+"""
