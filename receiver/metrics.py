@@ -102,7 +102,12 @@ class Metrics:
         self.store_up = Gauge("receiver_store_up", "1 when the last store operation succeeded", registry=r)
         self._event_children: dict[tuple[str, str, str], Any] = {}
         # Unknown until Kallglot answers once: NaN, so that "credits below N" alerts do not fire at start.
-        for gauge in (self.credits_remaining, self.credits_used, self.ratelimit_remaining, self.ratelimit_limit):
+        for gauge in (
+            self.credits_remaining,
+            self.credits_used,
+            self.ratelimit_remaining,
+            self.ratelimit_limit,
+        ):
             gauge.set(float("nan"))
 
     def declare_handlers(self, names: Iterable[str]) -> None:
