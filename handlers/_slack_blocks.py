@@ -13,9 +13,10 @@ import string
 import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from handlers import _analysis as A
+from handlers._options import http_url, placeholders
 from receiver.delivery import Delivery
 
 # The handler's logger, so that operators filter one name for everything Slack does.
@@ -48,9 +49,7 @@ _OK_COMPLIANCE = frozenset({"ok", "pass", "passed", "compliant"})
 
 
 def require_http_url(value: str, option: str) -> None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise ValueError(f"{option} must be an http(s) URL")
+    http_url(value, option)
 
 
 def _units(text: str) -> int:
@@ -86,23 +85,9 @@ def escape(text: str) -> str:
 
 def check_link_template(template: str) -> frozenset[str]:
     """Validate a ``str.format``-style link template; return the placeholders it uses."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"link_template is not a valid format string: {exc}") from None
-    used: set[str] = set()
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if field not in LINK_VARIABLES:
-            raise ValueError(
-                f"link_template placeholder {{{field}}} is unknown; use {', '.join(sorted(LINK_VARIABLES))}"
-            )
-        if spec or conversion:
-            raise ValueError(f"link_template placeholder {{{field}}} may not carry a format spec")
-        used.add(field)
+    used = placeholders(template, LINK_VARIABLES, "link_template")
     require_http_url(template.split("{", 1)[0] or template, "link_template")
-    return frozenset(used)
+    return used
 
 
 def _sub(parent: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -32,6 +32,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from handlers import _analysis, _phone
+from handlers._options import http_url, not_blank
 from receiver.delivery import (
     Delivery,
     DeliveryError,
@@ -70,14 +71,12 @@ class Options(HandlerOptions):
     @field_validator("token")
     @classmethod
     def _token_not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("token must not be empty")
-        return value
+        return not_blank(value, "token")
 
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        return _check_url(value)
+        return http_url(value, "api_url")
 
 
 def build(options: Options, context: HandlerContext) -> HubSpotHandler:
@@ -373,13 +372,6 @@ def render_body(delivery: Delivery) -> str:
         ids += f", analysis {esc(delivery.analysis_id)}"
     parts.append(f"<p><em>{ids}</em></p>")
     return "\n".join(parts)
-
-
-def _check_url(value: str) -> str:
-    value = value.strip().rstrip("/")
-    if not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError("must be an http(s) URL")
-    return value
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

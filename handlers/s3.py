@@ -19,7 +19,6 @@ import gzip as gzip_lib
 import json
 import logging
 import re
-import string
 from contextlib import AsyncExitStack
 from datetime import UTC
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from botocore.exceptions import (
 )
 from pydantic import Field, field_validator, model_validator
 
+from handlers._options import http_url, placeholders
 from receiver.delivery import (
     Delivery,
     DeliveryError,
@@ -96,9 +96,7 @@ class Options(HandlerOptions):
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint_is_http(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("endpoint_url must be an http(s) URL")
-        return value
+        return http_url(value, "endpoint_url") if value is not None else None
 
     @model_validator(mode="after")
     def _kms_key_needs_kms(self) -> Options:
@@ -109,21 +107,7 @@ class Options(HandlerOptions):
 
 def check_key_template(template: str) -> frozenset[str]:
     """Validate a key template (``str.format`` placeholders); return the placeholders it uses."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"key is not a valid format string: {exc}") from None
-    used: set[str] = set()
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if field not in KEY_VARIABLES:
-            raise ValueError(
-                f"key placeholder {{{field}}} is unknown; use {', '.join(sorted(KEY_VARIABLES))}"
-            )
-        if spec or conversion:
-            raise ValueError(f"key placeholder {{{field}}} may not carry a format spec")
-        used.add(field)
+    used = placeholders(template, KEY_VARIABLES, "key")
     sample = template.format(date="2026-01-01", session_id="s", analysis_id="a", status="completed")
     segments = sample.split("/")
     if sample.startswith("/") or any(segment in ("", ".", "..") for segment in segments):

@@ -32,6 +32,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from handlers import _analysis, _phone
+from handlers._options import http_url, not_blank
 from receiver.delivery import (
     Delivery,
     DeliveryError,
@@ -67,17 +68,12 @@ class Options(HandlerOptions):
     @field_validator("client_secret")
     @classmethod
     def _secret_not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("client_secret must not be empty")
-        return value
+        return not_blank(value, "client_secret")
 
     @field_validator("login_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http(s) URL")
-        return value
+        return http_url(value, "login_url")
 
 
 def build(options: Options, context: HandlerContext) -> SalesforceHandler:
