@@ -354,3 +354,21 @@ async def test_metrics_expose_credits_rate_limits_and_outcomes(stack: Stack) -> 
     assert metric_value(text, "kallglot_api_requests_total", operation="start_analysis", status="202") == 1
     assert "sess_metrics1" not in text
     assert DEV_WEBHOOK_SECRET not in text
+
+
+async def test_a_burst_is_paced_from_the_rate_limit_headers_so_429s_stay_rare(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(
+        sandbox={"rate_limit": 20, "rate_limit_window_seconds": 1.0}, poll_after_seconds=30
+    )
+    sessions = [f"sess_paced{i}" for i in range(60)]
+
+    await asyncio.gather(*(stack.session_ended(s) for s in sessions))
+    for session in sessions:
+        await stack.wait_state(session, "delivered", timeout=30)
+
+    stats = stack.stats()
+    assert all(stats["charged_by_session"][s] == 1 for s in sessions)
+    # Sixty POSTs through a 20/s budget take about three windows; pacing keeps the refusals few.
+    assert stats["status_counts"].get("429", 0) <= 6, stats["status_counts"]
