@@ -88,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             startup.append(sandbox.start)
             shutdown.append(sandbox.aclose)
         app = create_app(settings, mounts=mounts, on_startup=startup, on_shutdown=shutdown)
+        asyncio.run(_preflight(settings))
     except ConfigError as exc:
         return _fail(str(exc))
     if args.sandbox:
@@ -117,6 +118,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     return 0 if server.started else 1
+
+
+async def _preflight(settings: Settings) -> None:
+    """Reach (and, if configured, migrate) the store before serving, so that a wrong
+    RECEIVER_DATABASE_URL stops start-up with one line instead of a failed lifespan."""
+    from receiver.store import StoreError, open_store
+
+    store = open_store(settings.database_url.get_secret_value())
+    try:
+        await store.open()
+        if settings.migrate_on_start:
+            await store.migrate()
+        elif not await store.ready():
+            raise ConfigError("the database is not migrated: run 'kallglot-receiver migrate'")
+    except StoreError as exc:
+        raise ConfigError(f"invalid setting RECEIVER_DATABASE_URL: {exc}") from None
+    finally:
+        await store.close()
 
 
 def _print_sandbox_banner(port: int, settings: Settings) -> None:

@@ -123,6 +123,18 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
 
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from sentry_sdk.utils import BadDsn, Dsn
+
+            try:
+                Dsn(value.get_secret_value())
+            except BadDsn:
+                raise ValueError("is not a Sentry DSN (https://<key>@<host>/<project>)") from None
+        return value
+
     @field_validator("inbound_secrets")
     @classmethod
     def _whsec(cls, value: list[SecretStr]) -> list[SecretStr]:

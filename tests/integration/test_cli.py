@@ -82,15 +82,24 @@ def test_check_config_fails_with_one_line_naming_the_setting(env: dict[str, str]
     assert named in lines[0]
 
 
-def test_serve_refuses_to_start_with_a_bad_setting(tmp_path: Path) -> None:
-    result = run(
-        ["serve", "--port", "1"],
-        {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", "RECEIVER_TRIGGER": "x"},
-    )
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"RECEIVER_TRIGGER": "x"}, "RECEIVER_TRIGGER"),
+        ({"SENTRY_DSN": "not-a-dsn"}, "SENTRY_DSN"),
+        ({"RECEIVER_DATABASE_URL": "sqlite:////proc/nowhere/receiver.db"}, "RECEIVER_DATABASE_URL"),
+        ({"RECEIVER_DATABASE_URL": "postgresql://u:topsecret@127.0.0.1:1/db"}, "RECEIVER_DATABASE_URL"),
+    ],
+    ids=["bad-trigger", "bad-sentry-dsn", "unwritable-sqlite", "unreachable-postgres"],
+)
+def test_serve_refuses_to_start_with_one_line_naming_the_setting(env: dict[str, str], named: str) -> None:
+    result = run(["serve", "--port", "1"], {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", **env})
 
     assert result.returncode != 0
-    assert "RECEIVER_TRIGGER" in result.stderr
-    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]
+    assert "topsecret" not in result.stderr
 
 
 def test_migrate_then_calls_show_and_dead_letters_read_the_database(tmp_path: Path) -> None:
