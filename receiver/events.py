@@ -31,9 +31,14 @@ class InvalidEvent(Exception):
         self.message = message
 
 
+def _no_constants(name: str) -> Any:
+    raise InvalidEvent(f"body is not valid JSON ({name} is not a JSON number)")
+
+
 def _loads(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
+        # NaN and Infinity are not JSON; Python accepts them, PostgreSQL's jsonb would not.
+        data = json.loads(body, parse_constant=_no_constants)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise InvalidEvent("body is not valid JSON") from None
     if not isinstance(data, dict):

@@ -75,6 +75,8 @@ def test_unknown_types_parse_and_carry_their_data() -> None:
         _event("analysis.complete", {"id": "anl_1", "session_id": 5}),
         _event("analysis.complete", {"id": "anl_1", "status": 3}),
         json.dumps({"id": "e" * 300, "type": "session.ended", "data": {}}).encode(),
+        b'{"id": "evt_1", "type": "session.ended", "data": {"id": "sess_1", "duration": NaN}}',
+        b'{"id": "evt_1", "type": "session.ended", "data": {"id": "sess_1", "duration": Infinity}}',
     ],
 )
 def test_invalid_events_are_refused(body: bytes) -> None:
