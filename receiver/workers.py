@@ -8,6 +8,7 @@ process leaves nothing stuck: SQLite releases leases at start, PostgreSQL lets t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -20,7 +21,7 @@ import sentry_sdk
 
 from receiver.delivery import CircuitPolicy, PermanentDeliveryError
 from receiver.service import Service
-from receiver.store import StoreError
+from receiver.store import DeliveryJob, StoreError
 
 log = logging.getLogger("receiver")
 
@@ -234,13 +235,21 @@ class Deliverer(Loop):
             launched += len(jobs)
         return launched
 
-    async def _one(self, name: str, job: Any, delay: float) -> None:
+    async def _one(self, name: str, job: DeliveryJob, delay: float) -> None:
         try:
             if delay:
                 await asyncio.sleep(delay)
             error = await self.service.deliver(job, self.handler_timeout)
             ok = error is None or isinstance(error, PermanentDeliveryError)
             self.circuits[name].record(ok, self.service.clock(), self._circuit_changed)
+        except asyncio.CancelledError:
+            # Shutdown cut the attempt short: give the delivery back now rather than leaving its
+            # lease to expire, so another replica (or the next start) takes it at once.
+            with contextlib.suppress(StoreError):
+                await asyncio.shield(
+                    self.service.store.release_delivery(job.delivery.id, self.service.clock())
+                )
+            raise
         finally:
             self.in_flight[name] -= 1
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -175,3 +176,27 @@ async def test_sigterm_drains_in_flight_work_and_exits_zero(world: dict[str, Any
     log = receiver.log.read_text()
     assert '"event": "receiver.stopped"' in log
     assert DEV_WEBHOOK_SECRET not in log
+
+
+async def test_sigterm_gives_back_a_delivery_that_outlasts_the_grace_period(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    receiver: Receiver = world["receiver"]
+    box: Sandbox = world["sandbox"]
+    sink: Sink = world["sink"]
+    box.update_config({"webhook_url": f"{receiver.url}/webhooks/kallglot"})
+    sink.delay = 60
+    receiver.env["RECEIVER_SHUTDOWN_GRACE_SECONDS"] = "1"
+    await receiver.start()
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert await _send(client, receiver.url, "sess_cut1") == 200
+    await wait_for(lambda: sink.attempts >= 1, timeout=40, what="the delivery to be in flight")
+    receiver.signal(signal.SIGTERM)
+    code = await asyncio.to_thread(receiver.wait, 40)
+
+    assert code == 0
+
+    with sqlite3.connect(tmp_path / "receiver.db") as db:
+        rows = db.execute("SELECT state, lease_owner, attempts FROM deliveries").fetchall()
+    assert rows == [("pending", None, 0)]
