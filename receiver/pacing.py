@@ -116,10 +116,17 @@ class Pacer:
     def observe(self, rate: RateLimit | None, now: float) -> None:
         if rate is None:
             return
-        if rate.reset_at is not None:
+        new_window = rate.reset_at is not None and (self._reset_at is None or rate.reset_at > self._reset_at)
+        if new_window:
             self._reset_at = rate.reset_at
         if rate.remaining is not None:
-            self._remaining = rate.remaining * self._safety if rate.remaining > 1 else float(rate.remaining)
+            told = rate.remaining * self._safety if rate.remaining > 1 else float(rate.remaining)
+            # Answers to concurrent requests arrive out of order: within a window, an older (higher)
+            # count must not undo the slots booked since, so only a new window raises the estimate.
+            if new_window or self._remaining is None:
+                self._remaining = told
+            else:
+                self._remaining = min(self._remaining, told)
 
     def block(self, until: float) -> None:
         """Nobody sends before ``until`` (after a 429)."""

@@ -370,5 +370,5 @@ async def test_a_burst_is_paced_from_the_rate_limit_headers_so_429s_stay_rare(
 
     stats = stack.stats()
     assert all(stats["charged_by_session"][s] == 1 for s in sessions)
-    # Sixty POSTs through a 20/s budget take about three windows; pacing keeps the refusals few.
+    # Sixty POSTs through 25 per 3 s take three windows; pacing keeps the refusals to a few per window.
     assert stats["status_counts"].get("429", 0) <= 6, stats["status_counts"]

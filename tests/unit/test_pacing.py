@@ -105,3 +105,21 @@ def test_paced_requests_never_exceed_the_budget_within_the_window(budgets: list[
     pacer.observe(RateLimit(limit=50, remaining=remaining, reset_at=NOW + 60), NOW)
     sent_before_reset = sum(1 for _ in range(100) if pacer.reserve(NOW) < 60)
     assert sent_before_reset <= max(remaining, 0) + 1
+
+
+def test_an_older_answer_does_not_raise_the_budget_within_a_window() -> None:
+    pacer = Pacer(safety=1.0)
+    pacer.observe(RateLimit(limit=10, remaining=4, reset_at=NOW + 10), NOW)
+    pacer.observe(RateLimit(limit=10, remaining=8, reset_at=NOW + 10), NOW)  # answered late
+
+    assert pacer.reserve(NOW) == 0.0
+    assert pacer.reserve(NOW) == pytest.approx(10 / 4)
+
+
+def test_a_new_window_resets_the_budget() -> None:
+    pacer = Pacer(safety=1.0)
+    pacer.observe(RateLimit(limit=10, remaining=1, reset_at=NOW + 10), NOW)
+    pacer.observe(RateLimit(limit=10, remaining=10, reset_at=NOW + 20), NOW + 10)
+
+    assert pacer.reserve(NOW + 10) == 0.0
+    assert pacer.reserve(NOW + 10) == pytest.approx(1.0)
