@@ -26,6 +26,7 @@ from receiver.cli import build_event
 from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET, Sandbox, SandboxConfig
 from receiver.settings import load_settings
 from receiver.signing import sign_kallglot, sign_standard_webhooks
+from tests.sandbox.support import stop_server  # noqa: F401 (re-exported for the integration tests)
 
 INBOUND_SECRET = "whsec_dGVzdC1pbmJvdW5kLXNlY3JldC0xMjM0NQ=="
 SINK_SECRET = "whsec_c2luay1zZWNyZXQtZm9yLXRlc3RzLTEyMzQ1"
@@ -43,17 +44,6 @@ async def start_server(app: Any) -> tuple[uvicorn.Server, str]:
         raise RuntimeError("the server failed to start")
     port = server.servers[0].sockets[0].getsockname()[1]
     return server, f"http://127.0.0.1:{port}"
-
-
-async def stop_server(server: uvicorn.Server) -> None:
-    for listener in server.servers:
-        listener.close()
-    for connection in list(server.server_state.connections):
-        connection.shutdown()
-    deadline = time.monotonic() + 5
-    while server.server_state.tasks and time.monotonic() < deadline:
-        await asyncio.sleep(0.005)
-    await server.lifespan.shutdown()
 
 
 async def wait_for(condition: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
