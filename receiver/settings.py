@@ -19,6 +19,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from receiver.secret_settings import (
+    SecretFileError,
+    SecretFileSource,
+    SigningSecret,
+    StandardWebhooksSecret,
+)
+
 ANALYSIS_COMPONENTS = ("summary", "sentiment", "compliance", "keywords", "performance")
 DEFAULT_API_URL = "https://api.kallglot.com/v1"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -45,7 +52,7 @@ class Settings(BaseSettings):
 
     kallglot_api_url: str = _env("KALLGLOT_API_URL", "kallglot_api_url", DEFAULT_API_URL)
     kallglot_api_key: SecretStr | None = _env("KALLGLOT_API_KEY", "kallglot_api_key")
-    kallglot_webhook_secrets: Annotated[list[SecretStr], NoDecode] = _env(
+    kallglot_webhook_secrets: Annotated[list[SigningSecret], NoDecode] = _env(
         "KALLGLOT_WEBHOOK_SECRETS", "kallglot_webhook_secrets", [], validate_default=True
     )
     kallglot_timeout_seconds: float = _env("KALLGLOT_TIMEOUT_SECONDS", "kallglot_timeout_seconds", 10.0, gt=0)
@@ -54,10 +61,10 @@ class Settings(BaseSettings):
     )
     config_file: Path | None = _env("RECEIVER_CONFIG_FILE", "config_file")
     handlers: list[dict[str, Any]] = _env("RECEIVER_HANDLERS", "handlers", [])
-    inbound_secrets: Annotated[list[SecretStr], NoDecode] = _env(
+    inbound_secrets: Annotated[list[StandardWebhooksSecret], NoDecode] = _env(
         "RECEIVER_INBOUND_SECRETS", "inbound_secrets", []
     )
-    admin_token: SecretStr | None = _env("RECEIVER_ADMIN_TOKEN", "admin_token")
+    admin_token: SigningSecret | None = _env("RECEIVER_ADMIN_TOKEN", "admin_token")
     analysis_profile: str = _env(
         "RECEIVER_ANALYSIS_PROFILE", "analysis_profile", "default", min_length=1, max_length=100
     )
@@ -93,10 +100,19 @@ class Settings(BaseSettings):
     poll_concurrency: int = _env("RECEIVER_POLL_CONCURRENCY", "poll_concurrency", 8, ge=1, le=256)
     sandbox: bool = _env("RECEIVER_SANDBOX", "sandbox", False)
 
-    @field_validator("kallglot_webhook_secrets", "inbound_secrets", "analysis_include", mode="before")
+    @field_validator("analysis_include", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("kallglot_webhook_secrets", "inbound_secrets", mode="before")
+    @classmethod
+    def _secret_list(cls, value: Any) -> Any:
+        # Empty items are kept so that "real,,other" or ["real", "${UNSET_IN_CI}"] is an error
+        # naming the item, not a list that silently lost a secret.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",")]
+        return value
 
     @field_validator("analysis_include")
     @classmethod
@@ -135,15 +151,6 @@ class Settings(BaseSettings):
                 raise ValueError("is not a Sentry DSN (https://<key>@<host>/<project>)") from None
         return value
 
-    @field_validator("inbound_secrets")
-    @classmethod
-    def _whsec(cls, value: list[SecretStr]) -> list[SecretStr]:
-        from receiver.signing import standard_webhooks_key
-
-        for secret in value:
-            standard_webhooks_key(secret.get_secret_value())
-        return value
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -153,7 +160,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, YamlFileSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            _SecretFiles(settings_cls, env_name),
+            YamlFileSource(settings_cls),
+        )
 
     def require_production_secrets(self) -> None:
         """Outside the sandbox the API key and the webhook secrets are required."""
@@ -229,6 +241,16 @@ def substitute_env(text: str, environ: dict[str, str] | os._Environ[str]) -> str
         return environ[name]
 
     return _VAR.sub(repl, text)
+
+
+class _SecretFiles(SecretFileSource):
+    """``NAME_FILE`` for every secret setting (receiver/secret_settings.py), errors as ConfigError."""
+
+    def __call__(self) -> dict[str, Any]:
+        try:
+            return super().__call__()
+        except SecretFileError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 class YamlFileSource(PydanticBaseSettingsSource):

@@ -31,7 +31,7 @@ def run(
 def test_check_config_masks_every_secret_and_exits_zero() -> None:
     env = {
         "KALLGLOT_API_KEY": "sk_live_supersecret",
-        "KALLGLOT_WEBHOOK_SECRETS": "whsecret-one,whsecret-two",
+        "KALLGLOT_WEBHOOK_SECRETS": "whsecret-one-0123456789,whsecret-two-0123456789",
         "RECEIVER_ADMIN_TOKEN": "admin-supersecret",
         "RECEIVER_HANDLERS": json.dumps(
             [
@@ -39,7 +39,7 @@ def test_check_config_masks_every_secret_and_exits_zero() -> None:
                     "name": "hook",
                     "type": "webhook",
                     "url": "https://x.example/h",
-                    "secret": "whsec_c2VjcmV0c2VjcmV0",
+                    "secret": "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
                 }
             ]
         ),
@@ -50,7 +50,7 @@ def test_check_config_masks_every_secret_and_exits_zero() -> None:
     shown = json.loads(result.stdout)
     assert shown["KALLGLOT_API_KEY"] == "***"
     assert shown["RECEIVER_HANDLERS"][0]["secret"] == "***"
-    for secret in ("supersecret", "whsecret-one", "c2VjcmV0c2VjcmV0"):
+    for secret in ("supersecret", "whsecret-one", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"):
         assert secret not in result.stdout
 
 
@@ -60,13 +60,17 @@ def test_check_config_masks_every_secret_and_exits_zero() -> None:
         ({}, "KALLGLOT_API_KEY"),
         ({"KALLGLOT_API_KEY": "sk_test_x"}, "KALLGLOT_WEBHOOK_SECRETS"),
         (
-            {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", "RECEIVER_POLL_AFTER_SECONDS": "0"},
+            {
+                "KALLGLOT_API_KEY": "k",
+                "KALLGLOT_WEBHOOK_SECRETS": "s-0123456789abcdef",
+                "RECEIVER_POLL_AFTER_SECONDS": "0",
+            },
             "RECEIVER_POLL_AFTER_SECONDS",
         ),
         (
             {
                 "KALLGLOT_API_KEY": "k",
-                "KALLGLOT_WEBHOOK_SECRETS": "s",
+                "KALLGLOT_WEBHOOK_SECRETS": "s-0123456789abcdef",
                 "RECEIVER_HANDLERS": '[{"name": "s", "type": "slack"}]',
             },
             "handlers[0] (s)",
@@ -93,7 +97,10 @@ def test_check_config_fails_with_one_line_naming_the_setting(env: dict[str, str]
     ids=["bad-trigger", "bad-sentry-dsn", "unwritable-sqlite", "unreachable-postgres"],
 )
 def test_serve_refuses_to_start_with_one_line_naming_the_setting(env: dict[str, str], named: str) -> None:
-    result = run(["serve", "--port", "1"], {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", **env})
+    result = run(
+        ["serve", "--port", "1"],
+        {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s-0123456789abcdef", **env},
+    )
 
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
