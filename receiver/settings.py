@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from receiver import redact
 from receiver.secret_settings import (
     SecretFileError,
     SecretFileSource,
@@ -192,12 +194,26 @@ _NOT_SECRET = {"key", "kms_key_id"}
 
 def _mask(value: Any) -> Any:
     if isinstance(value, SecretStr):
-        return "***"
+        return _mask_secret(value.get_secret_value())
     if isinstance(value, list):
         return [_mask(item) for item in value]
     if isinstance(value, Path):
         return str(value)
-    return value
+    return redact.mask_urls(value)
+
+
+def _mask_secret(text: str) -> str:
+    """A secret URL keeps its readable parts when masking hid something; anything else is ``***``."""
+    if redact.looks_like_url(text):
+        shown = redact.mask_url(text)
+        if shown != text or not _URL_CAN_HIDE_SECRETS.search(text):
+            return shown
+    return "***"
+
+
+# A URL with nothing recognisably secret is still all secret when it has a path or query that could
+# hold one (a webhook path token); only a bare scheme://host[:port][/file-path] is shown as is.
+_URL_CAN_HIDE_SECRETS = re.compile(r"^(https?|wss?)://")
 
 
 def _mask_handler(handler: dict[str, Any]) -> dict[str, Any]:
@@ -206,9 +222,9 @@ def _mask_handler(handler: dict[str, Any]) -> dict[str, Any]:
         if key == "headers" and isinstance(value, dict):
             out[key] = {name: "***" for name in value}
         elif key not in _NOT_SECRET and _SECRET_KEYS.search(key) and value:
-            out[key] = "***"
+            out[key] = _mask_secret(value) if isinstance(value, str) else "***"
         else:
-            out[key] = value
+            out[key] = redact.mask_urls(value)
     return out
 
 
@@ -231,8 +247,31 @@ def _aliases() -> dict[str, str]:
     return out
 
 
-def substitute_env(text: str, environ: dict[str, str] | os._Environ[str]) -> str:
-    """Replace ``${VAR}`` with the variable's value; an unset variable is an error."""
+def substitute_env(value: Any, environ: Mapping[str, str]) -> Any:
+    """Replace ``${VAR}`` in every string of a parsed YAML value; an unset variable is an error.
+
+    Substituting into the parsed values, not the text, keeps a value verbatim whatever it holds
+    (`` #``, ``: ``, a newline, a leading ``*``, ``&`` or ``!`` would otherwise change the file).
+    """
+    memo: dict[int, Any] = {}
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return _VAR.sub(repl, item)
+        if not isinstance(item, list | dict):
+            return item
+        if id(item) in memo:  # YAML anchors share (and may nest) one object
+            return memo[id(item)]
+        if isinstance(item, list):
+            out_list: list[Any] = []
+            memo[id(item)] = out_list
+            out_list.extend(walk(element) for element in item)
+            return out_list
+        out_dict: dict[Any, Any] = {}
+        memo[id(item)] = out_dict
+        for key, element in item.items():
+            out_dict[key] = walk(element)
+        return out_dict
 
     def repl(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -240,7 +279,7 @@ def substitute_env(text: str, environ: dict[str, str] | os._Environ[str]) -> str
             raise ConfigError(f"RECEIVER_CONFIG_FILE refers to ${{{name}}}, which is not set")
         return environ[name]
 
-    return _VAR.sub(repl, text)
+    return walk(value)
 
 
 class _SecretFiles(SecretFileSource):
@@ -270,10 +309,10 @@ class YamlFileSource(PydanticBaseSettingsSource):
                 f"invalid setting RECEIVER_CONFIG_FILE: cannot read {path}: {exc.strerror}"
             ) from None
         try:
-            data = yaml.safe_load(substitute_env(text, os.environ))
+            data = substitute_env(yaml.safe_load(text), os.environ)
         except yaml.YAMLError as exc:
             raise ConfigError(
-                f"invalid setting RECEIVER_CONFIG_FILE: {path} is not valid YAML ({exc})"
+                f"invalid setting RECEIVER_CONFIG_FILE: {path} is not valid YAML ({_one_line(exc)})"
             ) from None
         if data is None:
             return {}
@@ -287,6 +326,10 @@ class YamlFileSource(PydanticBaseSettingsSource):
                 raise ConfigError(f"invalid setting RECEIVER_CONFIG_FILE: unknown key {key!r} in {path}")
             out[name] = value
         return out
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def load_settings(**overrides: Any) -> Settings:
