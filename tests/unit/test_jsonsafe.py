@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from receiver import jsonsafe
 from receiver.jsonsafe import MAX_DEPTH, UnsafeJSON
+from tests import hostile_json
 
 
 @pytest.mark.parametrize(
@@ -83,38 +84,10 @@ def _walk_is_safe(value: Any) -> None:
             stack.extend(item.values())
 
 
-_JSON_TEXT = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False)
-    | st.text()
-    | st.sampled_from(["1e400", "-1e999", "NaN", "Infinity", "1" * 80, '"\\udc00"', '"\\u0000"']),
-    lambda inner: (
-        st.lists(inner, max_size=4).map(lambda xs: xs)
-        | st.dictionaries(st.text(max_size=5), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
-
-
-def _render(value: Any) -> str:
-    """JSON text with the raw tokens above kept raw (hypothesis builds the odd parts as strings)."""
-    if isinstance(value, list):
-        return "[" + ",".join(_render(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(k)}:{_render(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str) and (
-        value in ("1e400", "-1e999", "NaN", "Infinity", "1" * 80) or value.startswith('"\\')
-    ):
-        return value
-    return json.dumps(value)
-
-
-@given(_JSON_TEXT, st.booleans())
-def test_any_json_text_is_refused_by_name_or_parsed_into_a_safe_value(value: Any, strict: bool) -> None:
+@given(hostile_json.json_text(), st.booleans())
+def test_any_json_text_is_refused_by_name_or_parsed_into_a_safe_value(text: str, strict: bool) -> None:
     try:
-        parsed = jsonsafe.loads(_render(value).encode("utf-8", "surrogatepass"), strict=strict)
+        parsed = jsonsafe.loads(hostile_json.encode(text), strict=strict)
     except UnsafeJSON:
         return  # refused by name: fine; anything else escaping fails the test
     _walk_is_safe(parsed)
