@@ -7,7 +7,6 @@ import asyncio
 import base64
 import gc
 import json
-import os
 import signal
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 
 from receiver.admin import call_view, delivery_view, parse_since
-from receiver.secret_settings import file_variable_set
+from receiver.secret_settings import SecretFileError, file_variable_set, secret_from_env
 from receiver.settings import ConfigError, Settings, load_settings
 from receiver.signing import sign_kallglot, sign_standard_webhooks
 
@@ -236,12 +235,11 @@ def cmd_send(args: argparse.Namespace) -> int:
     if response.status_code >= 300:
         return 1
     if args.wait > 0:
-        return _follow(
-            base,
-            args.session,
-            args.admin_token or os.environ.get("RECEIVER_ADMIN_TOKEN") or DEV_ADMIN_TOKEN,
-            args.wait,
-        )
+        try:
+            token = args.admin_token or secret_from_env("RECEIVER_ADMIN_TOKEN") or DEV_ADMIN_TOKEN
+        except SecretFileError as exc:
+            return _fail(str(exc))
+        return _follow(base, args.session, token, args.wait)
     return 0
 
 

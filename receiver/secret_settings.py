@@ -105,6 +105,17 @@ class SecretFileSource(PydanticBaseSettingsSource):
         return out
 
 
+def secret_from_env(variable: str) -> str | None:
+    """``variable`` from the environment, or the content of ``variable_FILE`` (for CLI commands
+    that read one secret without loading every setting); SecretFileError when both are set."""
+    path = os.environ.get(f"{variable}_FILE")
+    if path is None:
+        return os.environ.get(variable)
+    if variable in os.environ:
+        raise SecretFileError(f"invalid setting {variable}_FILE: set {variable} or {variable}_FILE, not both")
+    return read_secret_file(f"{variable}_FILE", path)
+
+
 def file_variable_set(variable: str) -> bool:
     """True when ``variable`` or ``variable_FILE`` is in the environment (the sandbox's defaults yield)."""
     return variable in os.environ or f"{variable}_FILE" in os.environ

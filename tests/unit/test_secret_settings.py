@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from receiver.registry import parse_handlers
-from receiver.secret_settings import is_secret
+from receiver.secret_settings import SecretFileError, is_secret, secret_from_env
 from receiver.settings import ConfigError, Settings, env_name, load_settings
 
 LONG = "a-secret-of-24-bytes-key"
@@ -157,3 +157,15 @@ def test_the_sandbox_development_secrets_obey_the_rule() -> None:
     assert settings.admin_token is not None
     assert settings.kallglot_webhook_secrets
     assert settings.inbound_secrets
+
+
+def test_a_command_reading_one_secret_takes_its_file_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "token"
+    path.write_text(LONG + "\r\n")
+    monkeypatch.setenv("RECEIVER_ADMIN_TOKEN_FILE", str(path))
+    assert secret_from_env("RECEIVER_ADMIN_TOKEN") == LONG
+    monkeypatch.setenv("RECEIVER_ADMIN_TOKEN", LONG)
+    with pytest.raises(SecretFileError, match="RECEIVER_ADMIN_TOKEN_FILE"):
+        secret_from_env("RECEIVER_ADMIN_TOKEN")
