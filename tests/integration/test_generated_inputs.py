@@ -38,7 +38,7 @@ from tests.integration.harness import ADMIN_TOKEN, INBOUND_SECRET, SINK_SECRET, 
 from tests.integration.test_fanout import Destinations, destinations, moto_endpoint  # noqa: F401
 
 pytestmark = [
-    pytest.mark.timeout(600),
+    pytest.mark.timeout(600 * hj.SCALE),
     # the drawn bodies are large on purpose (5,000 digits, 600 levels): their repr is not a problem
     pytest.mark.filterwarnings("ignore:Generating overly large repr"),
     # the servers use `random` (backoff jitter) in the event loop's thread while hypothesis draws
