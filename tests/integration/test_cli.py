@@ -172,3 +172,36 @@ async def _arun(args: list[str]) -> Any:
     import asyncio
 
     return await asyncio.to_thread(run, args)
+
+
+def test_check_config_hides_credentials_inside_urls_and_secret_files_work(tmp_path: Path) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("admin-token-from-a-file\n")
+    env = {
+        "KALLGLOT_API_KEY": "sk_live_supersecret",
+        "KALLGLOT_WEBHOOK_SECRETS": "whsecret-one-0123456789",
+        "RECEIVER_ADMIN_TOKEN_FILE": str(token_file),
+        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/r.db",
+        "RECEIVER_HANDLERS": json.dumps(
+            [
+                {
+                    "name": "hook",
+                    "type": "webhook",
+                    "url": "https://user:urlpassword@x.example/h?token=urltoken",
+                },
+                {
+                    "name": "chat",
+                    "type": "slack",
+                    "webhook_url": "https://hooks.slack.com/services/T1/B2/slackpath",
+                },
+            ]
+        ),
+    }
+    result = run(["check-config"], env)
+
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["RECEIVER_HANDLERS"][0]["url"] == "https://user:***@x.example/h?token=***"
+    assert shown["RECEIVER_HANDLERS"][1]["webhook_url"] == "https://hooks.slack.com/services/T1/B2/***"
+    for secret in ("urlpassword", "urltoken", "slackpath", "admin-token-from-a-file"):
+        assert secret not in result.stdout
