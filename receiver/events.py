@@ -18,6 +18,7 @@ from receiver import jsonsafe
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 ANALYSIS_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 EVENT_ID_MAX = 256
+MAX_DURATION_SECONDS = 7 * 86400
 
 SESSION_END_TYPES = ("session.ended", "transcript.ready")
 ANALYSIS_TYPES = ("analysis.complete", "analysis.completed", "analysis.failed")
@@ -95,6 +96,11 @@ def _session_event(event_id: str, event_type: str, data: dict[str, Any]) -> Kall
     duration = data.get("duration_seconds", data.get("duration"))
     if isinstance(duration, bool) or not isinstance(duration, int | float | None):
         raise InvalidEvent("data.duration must be a number")
+    if duration is not None and not 0 <= duration <= MAX_DURATION_SECONDS:
+        # Nonsense, but Kallglot's: the call is kept and its duration taken as unknown (the
+        # session is asked when it matters), rather than handlers failing on it (1e308 s is no
+        # millisecond count HubSpot takes) on every attempt.
+        duration = None
     return KallglotEvent(
         id=event_id,
         type=event_type,
@@ -151,7 +157,7 @@ class CallEnded(BaseModel):
     session_id: str
     call_id: str | None = Field(default=None, max_length=200)
     ended_at: str | None = Field(default=None, max_length=64)
-    duration_seconds: float | None = Field(default=None, ge=0, le=7 * 86400)
+    duration_seconds: float | None = Field(default=None, ge=0, le=MAX_DURATION_SECONDS)
     direction: Literal["inbound", "outbound"] | None = None
     from_: str | None = Field(default=None, alias="from", max_length=64)
     to: str | None = Field(default=None, max_length=64)

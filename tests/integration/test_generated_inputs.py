@@ -137,7 +137,7 @@ def _call_ended_text(session_id: str) -> st.SearchStrategy[str]:
 def _kallglot_text(session_id: str) -> st.SearchStrategy[str]:
     data = _object(
         {
-            "duration": st.floats(min_value=0, max_value=86400) | hj.leaves,
+            "duration": st.floats(min_value=0, max_value=86400) | st.sampled_from([1e308, -1.0]) | hj.leaves,
             "object": st.just("session"),
             "ended_at": hj.odd_dates,
         },
@@ -318,7 +318,7 @@ async def test_generated_inputs_never_get_a_5xx_and_every_accepted_call_is_store
     )
 
 
-async def _wait_all_delivered(stack: Stack, session_ids: list[str], timeout: float = 60) -> None:
+async def _wait_all_delivered(stack: Stack, session_ids: list[str], timeout: float = 60 * hj.SCALE) -> None:
     async def nothing_left() -> bool:
         return not await _undelivered(stack, session_ids)
 

@@ -154,3 +154,11 @@ def test_lone_surrogates_and_nuls_are_made_safe_in_strings_and_keys() -> None:
 def test_a_call_ended_at_that_is_not_a_usable_date_is_refused(ended_at: str) -> None:
     with pytest.raises(InvalidEvent, match="ended_at"):
         parse_call_ended(json.dumps({"session_id": "sess_1", "ended_at": ended_at}).encode())
+
+
+@pytest.mark.parametrize(
+    "duration", [1e308, -1, 7 * 86400 + 1, 10**60], ids=["1e308", "negative", "week+1", "10^60"]
+)
+def test_a_kallglot_duration_out_of_range_is_taken_as_unknown(duration: float) -> None:
+    event = parse_kallglot_event(_event("session.ended", {"id": "sess_1", "duration": duration}))
+    assert event.duration_seconds is None
