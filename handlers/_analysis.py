@@ -211,15 +211,34 @@ def direction(call: Mapping[str, Any] | None) -> str | None:
 
 
 def ended_at(call: Mapping[str, Any] | None, fallback: datetime) -> datetime:
-    """The call's ISO 8601 ``ended_at``, else ``fallback``; a time without a zone is taken as UTC."""
-    moment = fallback
+    """The call's ISO 8601 ``ended_at``, else ``fallback``; a time without a zone is taken as UTC.
+
+    A value that is not a date, or whose UTC moment or epoch time is out of range (year 9999 at
+    UTC-5, say), is dropped for ``fallback``: raising here would fail the delivery on every attempt.
+    """
     raw = _mapping(call).get("ended_at")
-    if isinstance(raw, str):
+    for candidate in (raw, fallback):
+        moment = _moment(candidate)
+        if moment is not None:
+            return moment
+    return datetime.now(UTC)
+
+
+def _moment(value: object) -> datetime | None:
+    if isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(raw)
+            value = datetime.fromisoformat(value)
         except ValueError:
-            moment = fallback
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+            return None
+    if not isinstance(value, datetime):
+        return None
+    moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)
+        moment.timestamp()
+    except (OverflowError, ValueError):
+        return None
+    return moment
 
 
 def is_failed(document: Mapping[str, Any] | None) -> bool:

@@ -1,4 +1,4 @@
-"""Option checks shared by the handler types: URLs, non-blank secrets, ``str.format`` templates."""
+"""Option checks shared by the handler types: URLs, non-blank and signing secrets, ``str.format`` templates."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
+
+from receiver.secret_settings import standard_webhooks_secret
 
 
 def http_url(value: str, option: str = "the URL") -> str:
@@ -21,6 +23,19 @@ def http_url(value: str, option: str = "the URL") -> str:
 def not_blank(value: SecretStr, option: str) -> SecretStr:
     if not value.get_secret_value().strip():
         raise ValueError(f"{option} must not be empty")
+    return value
+
+
+def whsec_secret(value: SecretStr | None, option: str = "secret") -> SecretStr | None:
+    """A Standard Webhooks signing secret (``whsec_`` + base64) of at least 16 bytes of key.
+
+    An empty or short key lets anyone forge what the receiving system trusts (CONTRACT §9)."""
+    if value is None:
+        return None
+    try:
+        standard_webhooks_secret(value)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
     return value
 
 

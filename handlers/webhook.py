@@ -13,6 +13,7 @@ from typing import Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
+from handlers._options import whsec_secret
 from receiver.delivery import (
     Delivery,
     HandlerContext,
@@ -22,7 +23,7 @@ from receiver.delivery import (
     TransientDeliveryError,
 )
 from receiver.pacing import parse_retry_after
-from receiver.signing import sign_standard_webhooks, standard_webhooks_key
+from receiver.signing import sign_standard_webhooks
 
 _RETRYABLE = {408, 425, 429}
 _RESERVED = {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"}
@@ -38,9 +39,7 @@ class Options(HandlerOptions):
     @field_validator("secret")
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            standard_webhooks_key(value.get_secret_value())
-        return value
+        return whsec_secret(value)
 
     @field_validator("headers")
     @classmethod

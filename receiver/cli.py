@@ -7,7 +7,6 @@ import asyncio
 import base64
 import gc
 import json
-import os
 import signal
 import sys
 import time
@@ -19,13 +18,14 @@ from typing import Any
 import httpx
 
 from receiver.admin import call_view, delivery_view, parse_since
+from receiver.secret_settings import SecretFileError, file_variable_set, secret_from_env
 from receiver.settings import ConfigError, Settings, load_settings
 from receiver.signing import sign_kallglot, sign_standard_webhooks
 
 #: Signs ``/events/call-ended`` in ``serve --sandbox`` unless RECEIVER_INBOUND_SECRETS is set (documented).
 DEV_INBOUND_SECRET = "whsec_" + base64.b64encode(b"kallglot-receiver-sandbox-dev").decode()
 #: Admin token of ``serve --sandbox`` unless RECEIVER_ADMIN_TOKEN is set, so ``send`` can follow the call.
-DEV_ADMIN_TOKEN = "sandbox-admin"  # noqa: S105 (documented development token)
+DEV_ADMIN_TOKEN = "sandbox-admin-token"  # noqa: S105 (documented development token, 16+ bytes)
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_DELIVERIES = "./data/deliveries.jsonl"
 
@@ -51,7 +51,7 @@ def sandbox_overrides(port: int) -> dict[str, Any]:
         "RECEIVER_ADMIN_TOKEN": ("admin_token", DEV_ADMIN_TOKEN),
     }
     for env, (name, value) in defaults.items():
-        if env not in os.environ:
+        if not file_variable_set(env):
             overrides[name] = value
     return overrides
 
@@ -235,12 +235,11 @@ def cmd_send(args: argparse.Namespace) -> int:
     if response.status_code >= 300:
         return 1
     if args.wait > 0:
-        return _follow(
-            base,
-            args.session,
-            args.admin_token or os.environ.get("RECEIVER_ADMIN_TOKEN") or DEV_ADMIN_TOKEN,
-            args.wait,
-        )
+        try:
+            token = args.admin_token or secret_from_env("RECEIVER_ADMIN_TOKEN") or DEV_ADMIN_TOKEN
+        except SecretFileError as exc:
+            return _fail(str(exc))
+        return _follow(base, args.session, token, args.wait)
     return 0
 
 

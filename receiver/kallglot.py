@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
+from receiver import jsonsafe
 from receiver.metrics import Metrics
 from receiver.pacing import Pacer, parse_rate_limit, parse_retry_after
 
@@ -95,8 +96,8 @@ def _header_number(headers: httpx.Headers, name: str) -> float | None:
 
 def _error_body(response: httpx.Response) -> tuple[str | None, str, float | None]:
     try:
-        data = response.json()
-    except ValueError:
+        data = jsonsafe.loads(response.content, strict=False)
+    except jsonsafe.UnsafeJSON:
         return None, response.reason_phrase or "error", None
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
@@ -210,8 +211,9 @@ class KallglotClient:
     @staticmethod
     def _json(operation: str, response: httpx.Response) -> dict[str, Any]:
         try:
-            data = response.json()
-        except ValueError:
+            # Cleaned like inbound events: this result is stored and handed to every handler.
+            data = jsonsafe.loads(response.content, strict=False)
+        except jsonsafe.UnsafeJSON:
             raise Unavailable(
                 operation, "answered with a body that is not JSON", status=response.status_code
             ) from None

@@ -9,6 +9,7 @@ JMESPath is a standard, side-effect-free query language: no code runs, whatever 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from receiver.store import AnalysisResult
 from receiver.store.keys import delivery_id
 
 ENVELOPE = ("type", "id", "session_id")
+
+log = logging.getLogger(__name__)
 
 
 class RoutingError(ValueError):
@@ -90,9 +93,15 @@ class Route:
             return True
         try:
             return bool(self._when.search(doc))
-        except (jmespath.exceptions.JMESPathError, TypeError, ValueError):
+        except Exception as exc:
             # An expression that cannot be evaluated on this document (comparing a number to a
-            # string, say) means "no match", never a failed call.
+            # string, ceil() of a huge number, a deep path) means "no match", never a failed call:
+            # an exception here would be a 500 on the webhook path and a call that never finishes
+            # on the poll path.
+            log.warning(
+                "routing.when_failed",
+                extra={"handler": self.name, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"},
+            )
             return False
 
 

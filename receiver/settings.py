@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,14 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
+
+from receiver import redact
+from receiver.secret_settings import (
+    SecretFileError,
+    SecretFileSource,
+    SigningSecret,
+    StandardWebhooksSecret,
+)
 
 ANALYSIS_COMPONENTS = ("summary", "sentiment", "compliance", "keywords", "performance")
 DEFAULT_API_URL = "https://api.kallglot.com/v1"
@@ -45,7 +54,7 @@ class Settings(BaseSettings):
 
     kallglot_api_url: str = _env("KALLGLOT_API_URL", "kallglot_api_url", DEFAULT_API_URL)
     kallglot_api_key: SecretStr | None = _env("KALLGLOT_API_KEY", "kallglot_api_key")
-    kallglot_webhook_secrets: Annotated[list[SecretStr], NoDecode] = _env(
+    kallglot_webhook_secrets: Annotated[list[SigningSecret], NoDecode] = _env(
         "KALLGLOT_WEBHOOK_SECRETS", "kallglot_webhook_secrets", [], validate_default=True
     )
     kallglot_timeout_seconds: float = _env("KALLGLOT_TIMEOUT_SECONDS", "kallglot_timeout_seconds", 10.0, gt=0)
@@ -54,10 +63,10 @@ class Settings(BaseSettings):
     )
     config_file: Path | None = _env("RECEIVER_CONFIG_FILE", "config_file")
     handlers: list[dict[str, Any]] = _env("RECEIVER_HANDLERS", "handlers", [])
-    inbound_secrets: Annotated[list[SecretStr], NoDecode] = _env(
+    inbound_secrets: Annotated[list[StandardWebhooksSecret], NoDecode] = _env(
         "RECEIVER_INBOUND_SECRETS", "inbound_secrets", []
     )
-    admin_token: SecretStr | None = _env("RECEIVER_ADMIN_TOKEN", "admin_token")
+    admin_token: SigningSecret | None = _env("RECEIVER_ADMIN_TOKEN", "admin_token")
     analysis_profile: str = _env(
         "RECEIVER_ANALYSIS_PROFILE", "analysis_profile", "default", min_length=1, max_length=100
     )
@@ -93,10 +102,19 @@ class Settings(BaseSettings):
     poll_concurrency: int = _env("RECEIVER_POLL_CONCURRENCY", "poll_concurrency", 8, ge=1, le=256)
     sandbox: bool = _env("RECEIVER_SANDBOX", "sandbox", False)
 
-    @field_validator("kallglot_webhook_secrets", "inbound_secrets", "analysis_include", mode="before")
+    @field_validator("analysis_include", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("kallglot_webhook_secrets", "inbound_secrets", mode="before")
+    @classmethod
+    def _secret_list(cls, value: Any) -> Any:
+        # Empty items are kept so that "real,,other" or ["real", "${UNSET_IN_CI}"] is an error
+        # naming the item, not a list that silently lost a secret.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",")]
+        return value
 
     @field_validator("analysis_include")
     @classmethod
@@ -135,15 +153,6 @@ class Settings(BaseSettings):
                 raise ValueError("is not a Sentry DSN (https://<key>@<host>/<project>)") from None
         return value
 
-    @field_validator("inbound_secrets")
-    @classmethod
-    def _whsec(cls, value: list[SecretStr]) -> list[SecretStr]:
-        from receiver.signing import standard_webhooks_key
-
-        for secret in value:
-            standard_webhooks_key(secret.get_secret_value())
-        return value
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -153,7 +162,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, YamlFileSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            _SecretFiles(settings_cls, env_name),
+            YamlFileSource(settings_cls),
+        )
 
     def require_production_secrets(self) -> None:
         """Outside the sandbox the API key and the webhook secrets are required."""
@@ -180,12 +194,26 @@ _NOT_SECRET = {"key", "kms_key_id"}
 
 def _mask(value: Any) -> Any:
     if isinstance(value, SecretStr):
-        return "***"
+        return _mask_secret(value.get_secret_value())
     if isinstance(value, list):
         return [_mask(item) for item in value]
     if isinstance(value, Path):
         return str(value)
-    return value
+    return redact.mask_urls(value)
+
+
+def _mask_secret(text: str) -> str:
+    """A secret URL keeps its readable parts when masking hid something; anything else is ``***``."""
+    if redact.looks_like_url(text):
+        shown = redact.mask_url(text)
+        if shown != text or not _URL_CAN_HIDE_SECRETS.search(text):
+            return shown
+    return "***"
+
+
+# A URL with nothing recognisably secret is still all secret when it has a path or query that could
+# hold one (a webhook path token); only a bare scheme://host[:port][/file-path] is shown as is.
+_URL_CAN_HIDE_SECRETS = re.compile(r"^(https?|wss?)://")
 
 
 def _mask_handler(handler: dict[str, Any]) -> dict[str, Any]:
@@ -194,9 +222,9 @@ def _mask_handler(handler: dict[str, Any]) -> dict[str, Any]:
         if key == "headers" and isinstance(value, dict):
             out[key] = {name: "***" for name in value}
         elif key not in _NOT_SECRET and _SECRET_KEYS.search(key) and value:
-            out[key] = "***"
+            out[key] = _mask_secret(value) if isinstance(value, str) else "***"
         else:
-            out[key] = value
+            out[key] = redact.mask_urls(value)
     return out
 
 
@@ -219,8 +247,31 @@ def _aliases() -> dict[str, str]:
     return out
 
 
-def substitute_env(text: str, environ: dict[str, str] | os._Environ[str]) -> str:
-    """Replace ``${VAR}`` with the variable's value; an unset variable is an error."""
+def substitute_env(value: Any, environ: Mapping[str, str]) -> Any:
+    """Replace ``${VAR}`` in every string of a parsed YAML value; an unset variable is an error.
+
+    Substituting into the parsed values, not the text, keeps a value verbatim whatever it holds
+    (`` #``, ``: ``, a newline, a leading ``*``, ``&`` or ``!`` would otherwise change the file).
+    """
+    memo: dict[int, Any] = {}
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return _VAR.sub(repl, item)
+        if not isinstance(item, list | dict):
+            return item
+        if id(item) in memo:  # YAML anchors share (and may nest) one object
+            return memo[id(item)]
+        if isinstance(item, list):
+            out_list: list[Any] = []
+            memo[id(item)] = out_list
+            out_list.extend(walk(element) for element in item)
+            return out_list
+        out_dict: dict[Any, Any] = {}
+        memo[id(item)] = out_dict
+        for key, element in item.items():
+            out_dict[key] = walk(element)
+        return out_dict
 
     def repl(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -228,7 +279,17 @@ def substitute_env(text: str, environ: dict[str, str] | os._Environ[str]) -> str
             raise ConfigError(f"RECEIVER_CONFIG_FILE refers to ${{{name}}}, which is not set")
         return environ[name]
 
-    return _VAR.sub(repl, text)
+    return walk(value)
+
+
+class _SecretFiles(SecretFileSource):
+    """``NAME_FILE`` for every secret setting (receiver/secret_settings.py), errors as ConfigError."""
+
+    def __call__(self) -> dict[str, Any]:
+        try:
+            return super().__call__()
+        except SecretFileError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 class YamlFileSource(PydanticBaseSettingsSource):
@@ -248,10 +309,10 @@ class YamlFileSource(PydanticBaseSettingsSource):
                 f"invalid setting RECEIVER_CONFIG_FILE: cannot read {path}: {exc.strerror}"
             ) from None
         try:
-            data = yaml.safe_load(substitute_env(text, os.environ))
+            data = substitute_env(yaml.safe_load(text), os.environ)
         except yaml.YAMLError as exc:
             raise ConfigError(
-                f"invalid setting RECEIVER_CONFIG_FILE: {path} is not valid YAML ({exc})"
+                f"invalid setting RECEIVER_CONFIG_FILE: {path} is not valid YAML ({_one_line(exc)})"
             ) from None
         if data is None:
             return {}
@@ -265,6 +326,10 @@ class YamlFileSource(PydanticBaseSettingsSource):
                 raise ConfigError(f"invalid setting RECEIVER_CONFIG_FILE: unknown key {key!r} in {path}")
             out[name] = value
         return out
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -31,7 +31,7 @@ def run(
 def test_check_config_masks_every_secret_and_exits_zero() -> None:
     env = {
         "KALLGLOT_API_KEY": "sk_live_supersecret",
-        "KALLGLOT_WEBHOOK_SECRETS": "whsecret-one,whsecret-two",
+        "KALLGLOT_WEBHOOK_SECRETS": "whsecret-one-0123456789,whsecret-two-0123456789",
         "RECEIVER_ADMIN_TOKEN": "admin-supersecret",
         "RECEIVER_HANDLERS": json.dumps(
             [
@@ -39,7 +39,7 @@ def test_check_config_masks_every_secret_and_exits_zero() -> None:
                     "name": "hook",
                     "type": "webhook",
                     "url": "https://x.example/h",
-                    "secret": "whsec_c2VjcmV0c2VjcmV0",
+                    "secret": "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
                 }
             ]
         ),
@@ -50,7 +50,7 @@ def test_check_config_masks_every_secret_and_exits_zero() -> None:
     shown = json.loads(result.stdout)
     assert shown["KALLGLOT_API_KEY"] == "***"
     assert shown["RECEIVER_HANDLERS"][0]["secret"] == "***"
-    for secret in ("supersecret", "whsecret-one", "c2VjcmV0c2VjcmV0"):
+    for secret in ("supersecret", "whsecret-one", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"):
         assert secret not in result.stdout
 
 
@@ -60,13 +60,17 @@ def test_check_config_masks_every_secret_and_exits_zero() -> None:
         ({}, "KALLGLOT_API_KEY"),
         ({"KALLGLOT_API_KEY": "sk_test_x"}, "KALLGLOT_WEBHOOK_SECRETS"),
         (
-            {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", "RECEIVER_POLL_AFTER_SECONDS": "0"},
+            {
+                "KALLGLOT_API_KEY": "k",
+                "KALLGLOT_WEBHOOK_SECRETS": "s-0123456789abcdef",
+                "RECEIVER_POLL_AFTER_SECONDS": "0",
+            },
             "RECEIVER_POLL_AFTER_SECONDS",
         ),
         (
             {
                 "KALLGLOT_API_KEY": "k",
-                "KALLGLOT_WEBHOOK_SECRETS": "s",
+                "KALLGLOT_WEBHOOK_SECRETS": "s-0123456789abcdef",
                 "RECEIVER_HANDLERS": '[{"name": "s", "type": "slack"}]',
             },
             "handlers[0] (s)",
@@ -93,7 +97,10 @@ def test_check_config_fails_with_one_line_naming_the_setting(env: dict[str, str]
     ids=["bad-trigger", "bad-sentry-dsn", "unwritable-sqlite", "unreachable-postgres"],
 )
 def test_serve_refuses_to_start_with_one_line_naming_the_setting(env: dict[str, str], named: str) -> None:
-    result = run(["serve", "--port", "1"], {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", **env})
+    result = run(
+        ["serve", "--port", "1"],
+        {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s-0123456789abcdef", **env},
+    )
 
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -165,3 +172,36 @@ async def _arun(args: list[str]) -> Any:
     import asyncio
 
     return await asyncio.to_thread(run, args)
+
+
+def test_check_config_hides_credentials_inside_urls_and_secret_files_work(tmp_path: Path) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("admin-token-from-a-file\n")
+    env = {
+        "KALLGLOT_API_KEY": "sk_live_supersecret",
+        "KALLGLOT_WEBHOOK_SECRETS": "whsecret-one-0123456789",
+        "RECEIVER_ADMIN_TOKEN_FILE": str(token_file),
+        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/r.db",
+        "RECEIVER_HANDLERS": json.dumps(
+            [
+                {
+                    "name": "hook",
+                    "type": "webhook",
+                    "url": "https://user:urlpassword@x.example/h?token=urltoken",
+                },
+                {
+                    "name": "chat",
+                    "type": "slack",
+                    "webhook_url": "https://hooks.slack.com/services/T1/B2/slackpath",
+                },
+            ]
+        ),
+    }
+    result = run(["check-config"], env)
+
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["RECEIVER_HANDLERS"][0]["url"] == "https://user:***@x.example/h?token=***"
+    assert shown["RECEIVER_HANDLERS"][1]["webhook_url"] == "https://hooks.slack.com/services/T1/B2/***"
+    for secret in ("urlpassword", "urltoken", "slackpath", "admin-token-from-a-file"):
+        assert secret not in result.stdout

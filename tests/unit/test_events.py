@@ -122,3 +122,43 @@ def test_nul_characters_are_dropped_so_every_store_accepts_the_event() -> None:
     assert event.data["note"] == "ab"
     call = parse_call_ended(b'{"session_id": "sess_1", "metadata": {"k\\u0000": "v\\u0000"}}')
     assert call.metadata == {"k": "v"}
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b'{"id": "evt_1", "type": "x", "data": {"n": 1' + b"0" * 5000 + b"}}", "more than 64 digits"),
+        (b'{"id": "evt_1", "type": "x", "data": {"n": 1e400}}', "out of range"),
+        (b'{"id": "evt_1", "type": "x", "data": ' + b'{"a": ' * 600 + b'"\\u0000"' + b"}" * 601, "nested"),
+    ],
+    ids=["5000-digit-integer", "1e400", "600-deep-with-nul"],
+)
+def test_values_a_backend_refuses_are_refused_at_the_door(body: bytes, problem: str) -> None:
+    with pytest.raises(InvalidEvent, match=problem):
+        parse_kallglot_event(body)
+
+
+def test_lone_surrogates_and_nuls_are_made_safe_in_strings_and_keys() -> None:
+    body = (
+        b'{"id": "evt_1", "type": "session.ended", "data": {"id": "sess_1", "n\\udc00": "a\\u0000\\udc00"}}'
+    )
+    event = parse_kallglot_event(body)
+    assert event.data["n\ufffd"] == "a\ufffd"
+
+
+@pytest.mark.parametrize(
+    "ended_at",
+    ["yesterday", "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"],
+    ids=["not-a-date", "past-year-9999-in-utc", "before-year-1-in-utc"],
+)
+def test_a_call_ended_at_that_is_not_a_usable_date_is_refused(ended_at: str) -> None:
+    with pytest.raises(InvalidEvent, match="ended_at"):
+        parse_call_ended(json.dumps({"session_id": "sess_1", "ended_at": ended_at}).encode())
+
+
+@pytest.mark.parametrize(
+    "duration", [1e308, -1, 7 * 86400 + 1, 10**60], ids=["1e308", "negative", "week+1", "10^60"]
+)
+def test_a_kallglot_duration_out_of_range_is_taken_as_unknown(duration: float) -> None:
+    event = parse_kallglot_event(_event("session.ended", {"id": "sess_1", "duration": duration}))
+    assert event.duration_seconds is None

@@ -71,3 +71,14 @@ def test_events_select_completed_or_failed() -> None:
 def test_fields_narrow_the_document(fields: list[str] | None, expected: dict[str, Any]) -> None:
     doc = {"type": "t", "id": "i", "session_id": "s", "call": {"to": "+1"}, "analysis": ANALYSIS}
     assert narrow(doc, fields) == expected
+
+
+def test_a_when_that_raises_is_no_match_and_a_logged_reason(caplog: pytest.LogCaptureFixture) -> None:
+    # ceil(inf) raises OverflowError inside JMESPath; Route.wants must not let it out.
+    route = Route(_options(name="overflow", when="ceil(analysis.score) > `1`"))
+    doc = {"type": "call.analysis.completed", "analysis": {"score": float("inf")}}
+    with caplog.at_level("WARNING", logger="receiver.routing"):
+        assert route.wants(doc, "completed") is False
+    record = next(r for r in caplog.records if r.getMessage() == "routing.when_failed")
+    assert record.handler == "overflow"
+    assert "OverflowError" in record.reason

@@ -49,9 +49,12 @@ def test_environment_wins_over_the_yaml_file(tmp_path: Path, monkeypatch: pytest
 
 
 def test_comma_separated_secrets_allow_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KALLGLOT_WEBHOOK_SECRETS", "new_secret, old_secret")
+    monkeypatch.setenv("KALLGLOT_WEBHOOK_SECRETS", "new_secret_0123456789, old_secret_0123456789")
     s = load_settings()
-    assert [x.get_secret_value() for x in s.kallglot_webhook_secrets] == ["new_secret", "old_secret"]
+    assert [x.get_secret_value() for x in s.kallglot_webhook_secrets] == [
+        "new_secret_0123456789",
+        "old_secret_0123456789",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -98,12 +101,12 @@ def test_an_unset_variable_in_the_yaml_is_named(tmp_path: Path, monkeypatch: pyt
 def test_masked_settings_hide_every_secret() -> None:
     s = load_settings(
         kallglot_api_key="sk_live_verysecret",
-        admin_token="admintoken123",
+        admin_token="admintoken123456789",
         database_url="postgresql://u:dbpassword@db/x",
         handlers=[{"name": "s", "type": "slack", "token": "xoxb-secret", "channel": "#c"}],
     )
     text = str(s.masked())
-    for secret in ("verysecret", "admintoken123", "dbpassword", "xoxb-secret"):
+    for secret in ("verysecret", "admintoken123456789", "dbpassword", "xoxb-secret"):
         assert secret not in text
     assert "#c" in text
 

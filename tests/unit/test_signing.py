@@ -13,6 +13,7 @@ from receiver.signing import (
     sign_kallglot,
     sign_standard_webhooks,
     standard_webhooks_key,
+    standard_webhooks_signature,
     verify_kallglot,
     verify_standard_webhooks,
 )
@@ -44,10 +45,33 @@ def test_kallglot_signature_matches_the_documented_construction() -> None:
         (sign_kallglot(SECRET, NOW, BODY), [SECRET], NOW + 301, "stale_signature"),
         (sign_kallglot(SECRET, NOW, BODY), [SECRET], NOW - 301, "stale_signature"),
         (sign_kallglot(SECRET, NOW, BODY + b" "), [SECRET], NOW, "bad_signature"),
+        (f"t={NOW},v1=\xe9abc", [SECRET], NOW, "malformed_signature"),
+        (f"t={NOW},v1=" + "\xe9" * 64, [SECRET], NOW, "malformed_signature"),
+        (f"t={NOW},v1=" + "\udc00" * 64, [SECRET], NOW, "malformed_signature"),
+        (f"t={NOW}".encode() + b",v1=\xe9abc", [SECRET], NOW, "malformed_signature"),
+        (f"t={'9' * 4000},v1=" + "a" * 64, [SECRET], NOW, "malformed_signature"),
+        (f"t=1_{NOW},v1=" + "a" * 64, [SECRET], NOW, "malformed_signature"),
     ],
-    ids=["none", "empty", "garbage", "no-v1", "no-t", "bad-t", "wrong-secret", "old", "future", "altered"],
+    ids=[
+        "none",
+        "empty",
+        "garbage",
+        "no-v1",
+        "no-t",
+        "bad-t",
+        "wrong-secret",
+        "old",
+        "future",
+        "altered",
+        "latin1-candidate",
+        "latin1-64",
+        "surrogate-candidate",
+        "raw-bytes",
+        "huge-t",
+        "underscore-t",
+    ],
 )
-def test_kallglot_refusals(header: str | None, secrets: list[str], now: int, reason: str) -> None:
+def test_kallglot_refusals(header: str | bytes | None, secrets: list[str], now: int, reason: str) -> None:
     with pytest.raises(SignatureError) as caught:
         verify_kallglot(header, BODY, secrets, tolerance_seconds=300, now=now)
     assert caught.value.reason == reason
@@ -98,7 +122,12 @@ def test_standard_webhooks_matches_the_spec_example() -> None:
         ({"webhook-timestamp": "soon"}, "malformed_signature"),
         ({"webhook-timestamp": str(NOW - 1000)}, "stale_signature"),
         ({"webhook-signature": "v2,abc"}, "malformed_signature"),
-        ({"webhook-signature": "v1,AAAA"}, "bad_signature"),
+        ({"webhook-signature": "v1,AAAA"}, "malformed_signature"),
+        ({"webhook-signature": "v1," + base64.b64encode(bytes(32)).decode()}, "bad_signature"),
+        ({"webhook-signature": "v1,\xe9\xe9"}, "malformed_signature"),
+        ({"webhook-signature": "v1,\udc00" + "A" * 43}, "malformed_signature"),
+        ({"webhook-timestamp": "9" * 400}, "malformed_signature"),
+        ({"webhook-timestamp": "\u0661\u0662"}, "malformed_signature"),
         ({"webhook-id": "msg_2"}, "bad_signature"),
     ],
 )
@@ -113,3 +142,33 @@ def test_a_malformed_whsec_secret_is_a_value_error_without_the_secret() -> None:
     with pytest.raises(ValueError, match="whsec_") as caught:
         standard_webhooks_key("whsec_not base64!")
     assert "not base64!" not in str(caught.value)
+
+
+_HEADER_TEXT = st.one_of(st.text(max_size=200), st.binary(max_size=200), st.none())
+
+
+@given(_HEADER_TEXT)
+def test_the_kallglot_parser_takes_any_header_without_raising_anything_else(
+    header: str | bytes | None,
+) -> None:
+    with pytest.raises(SignatureError):
+        verify_kallglot(header, BODY, [SECRET], tolerance_seconds=300, now=NOW)
+
+
+@given(_HEADER_TEXT, _HEADER_TEXT, _HEADER_TEXT)
+def test_the_standard_webhooks_parser_takes_any_headers_without_raising_anything_else(
+    msg_id: str | bytes | None, timestamp: str | bytes | None, signature: str | bytes | None
+) -> None:
+    headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+    with pytest.raises(SignatureError):
+        verify_standard_webhooks(
+            {k: v for k, v in headers.items() if v is not None}, BODY, [WHSEC], tolerance_seconds=300, now=NOW
+        )
+
+
+@given(st.text(max_size=40).filter(lambda s: s.strip() == s and " " not in s and s))
+def test_any_webhook_id_round_trips(msg_id: str) -> None:
+    headers = sign_standard_webhooks(WHSEC, "x", NOW, BODY) | {"webhook-id": msg_id}
+    signature = standard_webhooks_signature(standard_webhooks_key(WHSEC), msg_id, NOW, BODY)
+    headers["webhook-signature"] = f"v1,{signature}"
+    assert verify_standard_webhooks(headers, BODY, [WHSEC], tolerance_seconds=300, now=NOW) == msg_id
