@@ -116,9 +116,10 @@ async def _wait_any(
 class Starter(Loop):
     name = "starter"
 
-    def __init__(self, service: Service, **kwargs: Any) -> None:
+    def __init__(self, service: Service, *, lease: float = START_LEASE, **kwargs: Any) -> None:
         super().__init__(service.wakeups.events["start"], **kwargs)
         self.service = service
+        self.lease = lease
 
     async def run_once(self) -> int:
         now = self.service.clock()
@@ -132,7 +133,7 @@ class Starter(Loop):
         blocked = self.service.kallglot.blocked_until()
         if limit <= 0 or blocked > now:
             return 0
-        calls = await self.service.store.claim_calls_to_start(limit, now, START_LEASE, OWNER)
+        calls = await self.service.store.claim_calls_to_start(limit, now, self.lease, OWNER)
         for call in calls:
             self.launch(self._start(call))
         return len(calls)
@@ -150,10 +151,10 @@ class Starter(Loop):
 
     async def _renew(self, session_id: str) -> None:
         while True:
-            await asyncio.sleep(START_LEASE / 3)
+            await asyncio.sleep(self.lease / 3)
             now = self.service.clock()
             try:
-                kept = await self.service.store.renew_call_lease(session_id, OWNER, now + START_LEASE, now)
+                kept = await self.service.store.renew_call_lease(session_id, OWNER, now + self.lease, now)
             except StoreError as exc:
                 log.warning(
                     "starter.lease_renewal_failed", extra={"session_id": session_id, "error": str(exc)}
