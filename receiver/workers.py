@@ -26,7 +26,8 @@ from receiver.store import CallRecord, DeliveryJob, StoreError
 log = logging.getLogger("receiver")
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-START_LEASE = 120.0
+#: Short, because it is renewed while the start is in hand (a dead replica's calls are taken over soon).
+START_LEASE = 30.0
 POLL_LEASE = 60.0
 
 
