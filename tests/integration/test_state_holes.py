@@ -6,6 +6,7 @@ call: a "rolling update" is a second ``Service`` with other settings on the same
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -148,20 +149,21 @@ async def test_a_session_announced_again_after_its_call_was_pruned_costs_no_seco
 async def test_a_start_waiting_longer_than_its_lease_keeps_the_call(world: World) -> None:
     service = world.service()
     assert await _announce(service, "sess_lease") is Accepted.ACCEPTED
-    world.sandbox.update_config({"response_delay_seconds": 1.5})
+    world.sandbox.update_config({"response_delay_seconds": 3.0})  # a slow answer
     starter = Starter(service, tick=0.05, lease=0.5)
+    claimed_at = time.time()
     assert await starter.run_once() == 1
-    await wait_for(lambda: _started_at_sandbox(world), timeout=5, what="the POST to reach the sandbox")
-    # the first lease (0.5 s) has long expired: another replica must still find nothing to claim
-    other = await world.store.claim_calls_to_start(10, time.time() + 0.6, 120.0, "other-replica")
+    await wait_for(
+        lambda: world.sandbox.stats()["analysis_posts"] == 1, timeout=5, what="the POST to reach the sandbox"
+    )
+    # let real time pass well beyond the first lease (0.5 s) while the answer is still on its way
+    await asyncio.sleep(max(0.0, claimed_at + 1.5 - time.time()))
+    assert world.sandbox.stats()["credits_charged"] == 0, "the answer should still be on its way"
+    other = await world.store.claim_calls_to_start(10, time.time(), 120.0, "other-replica")
     assert other == []
     await starter.drain(10)
     assert await _state(world.store, "sess_lease") is not CallState.STARTING
     assert world.sandbox.stats()["credits_charged"] == 1
-
-
-def _started_at_sandbox(world: World) -> bool:
-    return bool(world.sandbox.stats()["requests_by_route"].get("POST /v1/sessions/{id}/analysis"))
 
 
 async def _huge_waits() -> tuple[Any, str]:
