@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from receiver import lifecycle
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS
 
 TO_START = "('received', 'starting')"
 IN_FLIGHT = "('processing', 'stale')"
 PRUNABLE = "('completed', 'failed', 'delivered', 'skipped')"
-UNDELIVERED = "('pending', 'dead', 'orphaned')"
+#: Delivery states that keep a call from retention, from ``receiver.lifecycle`` (the one source).
+UNDELIVERED = "(" + ", ".join(f"'{state.value}'" for state in lifecycle.UNDELIVERED) + ")"
 
 # --- SQL, kept as data: $n parameters, one statement per round trip ------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from receiver import lifecycle
 from receiver.store.postgres_sql import MARK_STARTED, TO_START
 
-OPERABLE = "('dead', 'orphaned')"
+OPERABLE = "(" + ", ".join(f"'{state.value}'" for state in lifecycle.OPERABLE) + ")"
 
 _REMEMBER_FROM = """
 INSERT INTO analysed_sessions (session_id, analysis_key, analysis_id, analysed_at)
