@@ -66,7 +66,7 @@ def create_app(
     on_startup: list[Callable[[], Any]] | None = None,
     on_shutdown: list[Callable[[], Any]] | None = None,
     worker_tick: float = 1.0,
-    pause_seconds: tuple[float, float] = (15.0, 300.0),
+    pause_seconds: tuple[float, float] | None = None,
 ) -> Starlette:
     """Build the ASGI app. ``mounts`` lets ``serve --sandbox`` put the sandbox beside the receiver."""
     settings.require_production_secrets()
@@ -115,8 +115,12 @@ def create_app(
             handlers=handlers,
             router=Router(routes),
             clock=clock,
-            pause_seconds=pause_seconds,
+            pause_seconds=pause_seconds or (15.0, settings.start_probe_max_seconds),
         )
+        try:  # issue 8 hole 9: deliveries of handlers no longer configured become orphaned
+            await service.detect_orphans()
+        except StoreError as exc:  # never claimed anyway: the next start-up looks again
+            log.warning("delivery.orphan_check_failed", extra={"error": str(exc)})
         db.subscribe(service.wakeups)
         app.state.http = HttpState(
             service=service,
@@ -134,6 +138,7 @@ def create_app(
                 service,
                 event_retention=settings.event_retention_hours * 3600,
                 call_retention=settings.retention_days * 86400,
+                session_memory=settings.session_memory_days * 86400,
             ),
         ]
         runtime = Runtime(service=service, loops=loops, stop=asyncio.Event())

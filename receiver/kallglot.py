@@ -29,6 +29,10 @@ from receiver import jsonsafe
 from receiver.metrics import Metrics
 from receiver.pacing import Pacer, parse_rate_limit, parse_retry_after
 
+#: The longest wait any answer may impose (a 429 ``Retry-After``, a body ``retry_after``): far below
+#: the ~24 h for which Kallglot keeps an Idempotency-Key, so a retried start is always recognised.
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
 
 class KallglotError(Exception):
     def __init__(
@@ -92,6 +96,13 @@ def _header_number(headers: httpx.Headers, name: str) -> float | None:
         return float(headers[name]) if name in headers else None
     except ValueError:
         return None
+
+
+def _capped(seconds: float | None) -> float | None:
+    """A wait Kallglot asked for, within [0, MAX_RETRY_AFTER_SECONDS] (NaN: none)."""
+    if seconds is None or seconds != seconds:
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
 def _error_body(response: httpx.Response) -> tuple[str | None, str, float | None]:
@@ -187,10 +198,12 @@ class KallglotClient:
                 retry_after = body_retry
             if retry_after is None and rate is not None and rate.reset_at is not None:
                 retry_after = max(0.0, rate.reset_at - now)
-            retry_after = retry_after if retry_after is not None else 30.0
+            capped = _capped(retry_after)
+            retry_after = 30.0 if capped is None else capped
             pacer.block(now + retry_after)
             raise RateLimited(operation, message, status=status, code=code, retry_after=retry_after)
         retry_after = parse_retry_after(response.headers.get("retry-after"), now) or body_retry
+        retry_after = _capped(retry_after)
         error: type[KallglotError]
         if status >= 500:
             error = Unavailable

@@ -31,6 +31,10 @@ class DeliveryState(StrEnum):
     DELIVERED = "delivered"
     DEAD = "dead"
     FILTERED = "filtered"
+    #: Its handler is no longer configured (found at start-up); never claimed, never pruned until
+    #: an operator discards it or moves it to another handler (``Store.discard_deliveries`` /
+    #: ``Store.move_deliveries``). It becomes pending again if the handler comes back.
+    ORPHANED = "orphaned"
 
 
 _ALLOWED: dict[CallState, frozenset[CallState]] = {
@@ -55,6 +59,12 @@ IN_FLIGHT = (CallState.PROCESSING, CallState.STALE)
 #: States in which the analysis is finished (a late event for the call changes nothing).
 FINISHED = (CallState.COMPLETED, CallState.FAILED, CallState.DELIVERED)
 TERMINAL = (CallState.DELIVERED, CallState.SKIPPED)
+#: Calls retention may delete (with their deliveries), unless a delivery still blocks it.
+PRUNABLE = (*FINISHED, CallState.SKIPPED)
+#: Delivery states that hold a result nobody has received yet: a call with one is never pruned.
+UNDELIVERED = (DeliveryState.PENDING, DeliveryState.DEAD, DeliveryState.ORPHANED)
+#: Delivery states an operator may discard or move to another handler.
+OPERABLE = (DeliveryState.DEAD, DeliveryState.ORPHANED)
 
 
 def can_transition(current: CallState, target: CallState) -> bool:

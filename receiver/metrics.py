@@ -100,6 +100,13 @@ class Metrics:
             registry=r,
         )
         self.store_up = Gauge("receiver_store_up", "1 when the last store operation succeeded", registry=r)
+        self.orphaned_deliveries = Gauge(
+            "receiver_orphaned_deliveries",
+            "Deliveries whose handler is no longer configured (discard or move them)",
+            ["handler"],
+            registry=r,
+        )
+        self._orphaned_labels: set[str] = set()
         self._event_children: dict[tuple[str, str, str], Any] = {}
         # Unknown until Kallglot answers once: NaN, so that "credits below N" alerts do not fire at start.
         for gauge in (
@@ -150,3 +157,10 @@ class Metrics:
             self.dead_letters.labels(name).set(stats.dead_letters.get(name, 0))
         for state in ACTIVE_STATES:
             self.calls.labels(state).set(stats.calls_by_state.get(state, 0))
+        self.set_orphaned(stats.orphaned)
+
+    def set_orphaned(self, counts: dict[str, int]) -> None:
+        """One series per orphaned handler; a handler's series drops to 0 once it has none left."""
+        self._orphaned_labels |= set(counts)
+        for name in self._orphaned_labels:
+            self.orphaned_deliveries.labels(name).set(counts.get(name, 0))

@@ -11,7 +11,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from receiver.delivery import (
     PermanentDeliveryError,
 )
 from receiver.events import ANALYSIS_TYPES, SESSION_END_TYPES, CallEnded, KallglotEvent
+from receiver.gate import StartGate
 from receiver.kallglot import (
     KallglotClient,
     KallglotError,
@@ -46,6 +47,10 @@ KALLGLOT = "kallglot"
 TELEPHONY = "telephony"
 STALE_POLL_SECONDS = 900.0
 MAX_POLL_SECONDS = 300.0
+#: No wait before retrying a start is longer than this, whatever Kallglot asks (``retry_after``):
+#: Kallglot keeps Idempotency-Keys about 24 h, and a start retried after that would spend a second
+#: credit if the first POST was accepted but its answer lost.
+MAX_START_WAIT_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -71,41 +76,6 @@ class Wakeups:
             event.set()
 
 
-@dataclass
-class StartGate:
-    """Pauses starting analyses while Kallglot refuses them for credits, subscription or key."""
-
-    clock: Callable[[], float]
-    metrics: Metrics
-    min_pause: float = 15.0
-    max_pause: float = 300.0
-    paused_until: float = 0.0
-    reason: str | None = None
-    _interval: float = field(default=0.0)
-
-    def open_for(self, now: float) -> int:
-        """How many calls may be claimed now: 0 while paused, 1 to probe right after a pause."""
-        if self.reason is None:
-            return -1
-        return 1 if now >= self.paused_until else 0
-
-    def pause(self, reason: str, now: float) -> float:
-        self._interval = min(self.max_pause, max(self.min_pause, self._interval * 2))
-        self.paused_until = now + self._interval
-        if self.reason != reason:
-            log.warning("starting.paused", extra={"reason": reason, "retry_in": self._interval})
-        self.reason = reason
-        self.metrics.credits_paused.set(1)
-        return self.paused_until
-
-    def resume(self) -> None:
-        if self.reason is not None:
-            log.info("starting.resumed", extra={"after": self.reason})
-        self.reason = None
-        self._interval = 0.0
-        self.metrics.credits_paused.set(0)
-
-
 class Service:
     def __init__(
         self,
@@ -117,7 +87,7 @@ class Service:
         handlers: dict[str, tuple[HandlerOptions, Handler]],
         router: Router,
         clock: Callable[[], float] = time.time,
-        pause_seconds: tuple[float, float] = (15.0, 300.0),
+        pause_seconds: tuple[float, float] = (15.0, 30.0),
     ) -> None:
         self.store = store
         self.kallglot = kallglot
@@ -147,12 +117,14 @@ class Service:
                 KALLGLOT,
                 event.id,
                 event.type,
-                NewCall(event.session_id, self._analysis_key(event.session_id), call),
+                self._new_call(event.session_id, call),
                 now,
             )
             if outcome is Accepted.ACCEPTED:
                 self.wakeups("start")
                 log.info("call.received", extra={"session_id": event.session_id, "source": KALLGLOT})
+            elif outcome is Accepted.DUPLICATE:
+                await self._already_analysed(event.session_id, KALLGLOT)
             return outcome
         if event.type in ANALYSIS_TYPES:
             assert event.analysis_id is not None
@@ -179,15 +151,36 @@ class Service:
             TELEPHONY,
             webhook_id,
             "call-ended",
-            NewCall(
-                event.session_id, self._analysis_key(event.session_id), event.call_fields(), event.end_session
-            ),
+            self._new_call(event.session_id, event.call_fields(), event.end_session),
             self.clock(),
         )
         if outcome is Accepted.ACCEPTED:
             self.wakeups("start")
             log.info("call.received", extra={"session_id": event.session_id, "source": TELEPHONY})
+        elif outcome is Accepted.DUPLICATE:
+            await self._already_analysed(event.session_id, TELEPHONY)
         return outcome
+
+    def _new_call(self, session_id: str, call: dict[str, Any], end_session: bool = False) -> NewCall:
+        """The call with the analysis settings of now, kept with it and sent on every attempt."""
+        return NewCall(
+            session_id,
+            self._analysis_key(session_id),
+            call,
+            end_session,
+            profile=self.settings.profile,
+            include=tuple(self.settings.include),
+        )
+
+    async def _already_analysed(self, session_id: str, source: str) -> None:
+        """A session announced again after its call row was pruned is recorded as a duplicate and
+        never started again (no second credit); say so, since nothing else will happen to it."""
+        remembered = await self.store.remembered_session(session_id)
+        if remembered is not None and await self.store.get_call(session_id) is None:
+            log.warning(
+                "call.already_analysed",
+                extra={"session_id": session_id, "source": source, "analysis_id": remembered.analysis_id},
+            )
 
     def _finished(self, result: AnalysisResult, finished: Finished, now: float) -> None:
         status = "completed" if result.state is CallState.COMPLETED else "failed"
@@ -219,19 +212,21 @@ class Service:
             if call.end_session:
                 await self.kallglot.end_session(sid, idempotency_key=f"kr-end-{call.analysis_key[12:]}")
                 await self.store.mark_session_ended(sid, self.clock())
+            # Exactly the settings the Idempotency-Key was made from (kept with the call at acceptance).
             started = await self.kallglot.start_analysis(
                 sid,
-                profile=self.settings.profile,
-                include=self.settings.include,
+                profile=call.analysis_profile or self.settings.profile,
+                include=call.analysis_include or self.settings.include,
                 idempotency_key=call.analysis_key,
             )
         except RateLimited as exc:
-            await self.store.retry_call(sid, now + (exc.retry_after or 30.0), exc.reason, self.clock())
-            log.warning("analysis.rate_limited", extra={"session_id": sid, "retry_after": exc.retry_after})
+            wait = min(exc.retry_after or 30.0, MAX_START_WAIT_SECONDS)
+            await self.store.retry_call(sid, now + wait, exc.reason, self.clock())
+            log.warning("analysis.rate_limited", extra={"session_id": sid, "retry_after": wait})
             return
         except StartingPaused as exc:
             # The call stays due: the gate alone decides when starting resumes.
-            self.gate.pause(exc.reason, now)
+            self._pause(exc.reason, now, for_credits=exc.status == 402)
             await self.store.retry_call(sid, now, exc.reason, self.clock())
             return
         except (NotFound, Rejected) as exc:
@@ -239,7 +234,9 @@ class Service:
             await self._finish(_failure(sid, None, exc.reason))
             return
         except KallglotError as exc:
-            delay = exc.retry_after or backoff(call.attempts, initial=2.0, maximum=300.0)
+            delay = min(
+                exc.retry_after or backoff(call.attempts, initial=2.0, maximum=300.0), MAX_START_WAIT_SECONDS
+            )
             await self.store.retry_call(sid, now + delay, exc.reason, self.clock())
             log.warning("analysis.retry", extra={"session_id": sid, "reason": exc.reason, "retry_in": delay})
             return
@@ -274,10 +271,37 @@ class Service:
             credits = self.kallglot.credits_remaining
             if credits is not None and credits <= reserve:
                 reason = f"credits remaining {credits:g} <= RECEIVER_CREDIT_RESERVE={reserve}"
-                self.gate.pause(reason, now)
+                self._pause(reason, now, for_credits=True)
                 await self.store.retry_call(call.session_id, now, reason, now)
                 return True
         return False
+
+    def _pause(self, reason: str, now: float, *, for_credits: bool) -> None:
+        self.gate.pause(reason, now, for_credits=for_credits)
+        if for_credits:
+            # Forget the balance seen before the refusal: only an answer after it may reopen the gate.
+            self.kallglot.credits_remaining = None
+
+    def observe_credits(self) -> bool:
+        """Reopen a gate paused for credits when the last Kallglot answer (any: poll, session
+        look-up) showed credits above the reserve; True if it did."""
+        return self.gate.observe_credits(self.kallglot.credits_remaining, self.settings.credit_reserve)
+
+    async def detect_orphans(self) -> dict[str, int]:
+        """At start-up: deliveries of handlers no longer configured become ``orphaned`` (and come
+        back to pending when their handler is configured again); one WARNING per handler."""
+        orphaned = await self.store.orphan_deliveries(list(self.handlers), self.clock())
+        for handler, count in sorted(orphaned.items()):
+            log.warning(
+                "delivery.orphaned",
+                extra={
+                    "handler": handler,
+                    "count": count,
+                    "hint": "handler not configured: discard or move them (admin API / CLI)",
+                },
+            )
+        self.metrics.set_orphaned(orphaned)
+        return orphaned
 
     async def session_info(self, session_id: str) -> dict[str, Any]:
         """``GET /sessions/{id}``, cached per call; {} when Kallglot cannot tell us."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     start_concurrency: int = _env("RECEIVER_START_CONCURRENCY", "start_concurrency", 8, ge=1, le=256)
     poll_concurrency: int = _env("RECEIVER_POLL_CONCURRENCY", "poll_concurrency", 8, ge=1, le=256)
     sandbox: bool = _env("RECEIVER_SANDBOX", "sandbox", False)
+    # --- issue 8 (trust-state) ---
+    #: Longest pause between probes of the start gate after a 402/403/401 (holes 12).
+    start_probe_max_seconds: float = _env(
+        "RECEIVER_START_PROBE_MAX_SECONDS", "start_probe_max_seconds", 30.0, gt=0, le=3600
+    )
+    #: How long sessions already analysed are remembered (hole 8); at least RECEIVER_RETENTION_DAYS.
+    session_memory_days: float = _env("RECEIVER_SESSION_MEMORY_DAYS", "session_memory_days", 90.0, gt=0)
 
     @field_validator("analysis_include", mode="before")
     @classmethod
@@ -152,6 +159,16 @@ class Settings(BaseSettings):
             except BadDsn:
                 raise ValueError("is not a Sentry DSN (https://<key>@<host>/<project>)") from None
         return value
+
+    @model_validator(mode="after")
+    def _memory_outlives_calls(self) -> Settings:
+        if self.session_memory_days < self.retention_days:
+            raise ConfigError(
+                f"invalid setting RECEIVER_SESSION_MEMORY_DAYS: {self.session_memory_days:g} is shorter than"
+                f" RECEIVER_RETENTION_DAYS={self.retention_days:g} (sessions must be remembered longer"
+                " than their call rows)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

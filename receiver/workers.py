@@ -21,12 +21,13 @@ import sentry_sdk
 
 from receiver.delivery import CircuitPolicy, PermanentDeliveryError
 from receiver.service import Service
-from receiver.store import DeliveryJob, StoreError
+from receiver.store import CallRecord, DeliveryJob, StoreError
 
 log = logging.getLogger("receiver")
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-START_LEASE = 120.0
+#: Short, because it is renewed while the start is in hand (a dead replica's calls are taken over soon).
+START_LEASE = 30.0
 POLL_LEASE = 60.0
 
 
@@ -116,13 +117,15 @@ async def _wait_any(
 class Starter(Loop):
     name = "starter"
 
-    def __init__(self, service: Service, **kwargs: Any) -> None:
+    def __init__(self, service: Service, *, lease: float = START_LEASE, **kwargs: Any) -> None:
         super().__init__(service.wakeups.events["start"], **kwargs)
         self.service = service
+        self.lease = lease
 
     async def run_once(self) -> int:
         now = self.service.clock()
         limit = self.free
+        self.service.observe_credits()  # any answer since the last look may reopen a credit pause
         gate = self.service.gate.open_for(now)
         if gate == 0:
             return 0
@@ -131,10 +134,35 @@ class Starter(Loop):
         blocked = self.service.kallglot.blocked_until()
         if limit <= 0 or blocked > now:
             return 0
-        calls = await self.service.store.claim_calls_to_start(limit, now, START_LEASE, OWNER)
+        calls = await self.service.store.claim_calls_to_start(limit, now, self.lease, OWNER)
         for call in calls:
-            self.launch(self.service.start(call))
+            self.launch(self._start(call))
         return len(calls)
+
+    async def _start(self, call: CallRecord) -> None:
+        """Start the call while renewing its lease: a task waiting for the rate limiter or a slow
+        answer keeps the call, so another replica never claims it meanwhile."""
+        renewer = asyncio.create_task(self._renew(call.session_id))
+        try:
+            await self.service.start(call)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _renew(self, session_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            now = self.service.clock()
+            try:
+                kept = await self.service.store.renew_call_lease(session_id, OWNER, now + self.lease, now)
+            except StoreError as exc:
+                log.warning(
+                    "starter.lease_renewal_failed", extra={"session_id": session_id, "error": str(exc)}
+                )
+                continue
+            if not kept:
+                return  # the call moved on (or the lease is someone else's): nothing left to keep
 
 
 class Poller(Loop):
@@ -264,10 +292,18 @@ class Maintenance(Loop):
     name = "maintenance"
 
     def __init__(
-        self, service: Service, *, event_retention: float, call_retention: float, prune_every: float = 600.0
+        self,
+        service: Service,
+        *,
+        event_retention: float,
+        call_retention: float,
+        prune_every: float = 600.0,
+        session_memory: float | None = None,
     ) -> None:
         super().__init__(asyncio.Event(), tick=5.0, concurrency=1)
         self.service = service
+        #: Sessions already analysed are remembered this long (never less than the call rows).
+        self.session_memory = max(call_retention, session_memory or 90 * 86400.0)
         self.event_retention = event_retention
         self.call_retention = call_retention
         self.prune_every = prune_every
@@ -290,8 +326,18 @@ class Maintenance(Loop):
                 if events < 500 and calls < 500:
                     break
                 await asyncio.sleep(0)  # let requests through between batches
-            if any(total):
-                log.info("store.pruned", extra={"event_ids": total[0], "calls": total[1]})
+            forgotten = 0
+            while True:
+                count = await service.store.forget_sessions(now - self.session_memory, 500)
+                forgotten += count
+                if count < 500:
+                    break
+                await asyncio.sleep(0)
+            if any(total) or forgotten:
+                log.info(
+                    "store.pruned",
+                    extra={"event_ids": total[0], "calls": total[1], "sessions_forgotten": forgotten},
+                )
         return 0
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -44,6 +44,10 @@ class NewCall:
     analysis_key: str
     call: dict[str, Any] = field(default_factory=dict)
     end_session: bool = False
+    #: The analysis settings the key was computed from, stored with the call and sent on every
+    #: attempt (``include`` in the order sent). None: the settings current at start time (old rows).
+    profile: str | None = None
+    include: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,18 @@ class CallRecord:
     delivered_at: float | None
     next_at: float
     updated_at: float
+    analysis_profile: str | None = None
+    analysis_include: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RememberedSession:
+    """A session whose analysis Kallglot accepted, remembered longer than its call row."""
+
+    session_id: str
+    analysis_key: str
+    analysis_id: str | None
+    analysed_at: float
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,7 @@ class Stats:
     oldest: dict[str, float]
     dead_letters: dict[str, int]
     calls_by_state: dict[str, int]
+    orphaned: dict[str, int] = field(default_factory=dict)
 
 
 Router = Callable[[str, dict[str, Any], AnalysisResult], Sequence[str]]
@@ -142,6 +159,31 @@ class Store(Protocol):
 
     async def migrate(self) -> int:
         """Apply pending forward-only migrations; return how many ran. Safe to call concurrently."""
+
+    # --- issue 8 (trust-state): leases, session memory, orphaned deliveries ----------------------
+
+    async def renew_call_lease(self, session_id: str, owner: str, until: float, now: float) -> bool:
+        """Extend ``owner``'s start lease of a call still to start to ``until``; False if the lease
+        is no longer ours (another owner took it, or the call moved on)."""
+
+    async def remembered_session(self, session_id: str) -> RememberedSession | None:
+        """The record of a session already analysed (kept after its call row is pruned)."""
+
+    async def forget_sessions(self, before: float, batch: int) -> int:
+        """Delete up to ``batch`` session records analysed before ``before`` whose call row is gone."""
+
+    async def orphan_deliveries(self, configured: Sequence[str], now: float) -> dict[str, int]:
+        """Move pending deliveries of handlers not in ``configured`` to ``orphaned`` (and orphaned
+        ones of a handler configured again back to pending); return every orphaned count by handler."""
+
+    async def discard_deliveries(self, ids: Sequence[str], now: float | None = None) -> int:
+        """Delete dead or orphaned deliveries (the operator gave them up); a call left with nothing
+        undelivered becomes ``delivered``. Return how many were discarded."""
+
+    async def move_deliveries(self, ids: Sequence[str], to_handler: str, now: float | None = None) -> int:
+        """Give dead or orphaned deliveries to ``to_handler``: pending, due now, attempts reset, id
+        ``delivery_id(session, to_handler)``. Where that handler already has the call, the moved
+        delivery is dropped (the call is not delivered twice). Return how many were moved."""
 
     async def ready(self) -> bool:
         """True when reachable and fully migrated."""
@@ -229,7 +271,8 @@ class Store(Protocol):
 
     async def prune(self, events_before: float, calls_before: float, batch: int) -> tuple[int, int]:
         """Delete inbound event ids received before ``events_before`` and finished calls (with their
-        deliveries) last updated before ``calls_before``; at most ``batch`` rows of each per call."""
+        deliveries) last updated before ``calls_before``; at most ``batch`` rows of each per call.
+        A call with an undelivered result (a pending, dead or orphaned delivery) is never deleted."""
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(kind)`` (``start``, ``poll`` or ``deliver``) when ANOTHER process created

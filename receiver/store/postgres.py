@@ -50,8 +50,10 @@ from receiver.store import (
     StoreUnavailable,
 )
 from receiver.store import postgres_sql as sql
+from receiver.store import postgres_state_sql as state_sql
 from receiver.store.keys import delivery_id
-from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record
+from receiver.store.postgres_state import PostgresStateMixin
+from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record, include_json
 
 log = logging.getLogger("receiver")
 
@@ -113,7 +115,7 @@ if TYPE_CHECKING:
     )
 
 
-class PostgresStore:
+class PostgresStore(PostgresStateMixin):
     """The replicated store (see module docstring).
 
     ``options``: ``min_size``/``max_size`` of the pool (1/10), ``connect_timeout`` (5 s),
@@ -304,9 +306,11 @@ class PostgresStore:
                 now,
                 CHANNEL,
                 self._notify("start"),
+                call.profile,
+                include_json(call.include),
             )
         assert row is not None
-        if not row["fresh"]:
+        if not row["fresh"] or row["inserted"] is None:  # a repeat, or a session analysed before
             return Accepted.DUPLICATE
         return Accepted.ACCEPTED if row["inserted"] else Accepted.MERGED
 
@@ -343,6 +347,8 @@ class PostgresStore:
                 CHANNEL,
                 self._notify("poll"),
             )
+            if row is not None and row["changed"]:
+                await conn.execute(state_sql.REMEMBER_BY_ANALYSIS, analysis_id, now)
         assert row is not None
         if not row["fresh"]:
             return Accepted.DUPLICATE
@@ -359,7 +365,7 @@ class PostgresStore:
 
     async def mark_started(self, session_id: str, analysis_id: str, first_poll_at: float, now: float) -> None:
         async with self._conn() as conn:
-            await conn.execute(sql.MARK_STARTED, session_id, analysis_id, first_poll_at, now)
+            await conn.execute(state_sql.MARK_STARTED_REMEMBERED, session_id, analysis_id, first_poll_at, now)
 
     async def mark_session_ended(self, session_id: str, now: float) -> None:
         async with self._conn() as conn:
@@ -433,6 +439,7 @@ class PostgresStore:
             CHANNEL,
             self._notify("deliver"),
         )
+        await conn.execute(state_sql.REMEMBER, session_id, now)
         return Finished(
             session_id=session_id, via=via, started_at=row["started_at"], deliveries=len(handlers)
         )
@@ -492,13 +499,7 @@ class PostgresStore:
 
     async def dead_letter(self, delivery_id: str, error: str, now: float) -> None:
         async with self._conn() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = $2, dead_at = $3,"
-                " lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'",
-                delivery_id,
-                error,
-                now,
-            )
+            await conn.execute(state_sql.DEAD_LETTER, delivery_id, error, now)
 
     async def release_delivery(self, delivery_id: str, next_at: float) -> None:
         async with self._conn() as conn:
@@ -541,7 +542,9 @@ class PostgresStore:
         async with self._conn() as conn:
             count = await conn.fetchval(
                 f"WITH r AS (UPDATE deliveries SET state = 'pending', attempts = 0, next_at = $1,"
-                f" dead_at = NULL, first_attempt_at = NULL, replays = replays + 1 WHERE {where} RETURNING 1)"
+                f" dead_at = NULL, first_attempt_at = NULL, replays = replays + 1 WHERE {where}"
+                " RETURNING session_id), t AS (UPDATE calls SET updated_at = $1"
+                " WHERE session_id IN (SELECT session_id FROM r))"
                 f" SELECT count(*), CASE WHEN EXISTS (SELECT 1 FROM r) THEN pg_notify('{CHANNEL}', $2) END"
                 " FROM r",
                 now,
@@ -562,7 +565,10 @@ class PostgresStore:
             oldest[stage] = max(0.0, now - float(first)) if first is not None else 0.0
         dead = {str(k): int(v) for k, v in json.loads(row["dead"]).items()}
         by_state = {str(k): int(v) for k, v in json.loads(row["by_state"]).items()}
-        return Stats(backlog=backlog, oldest=oldest, dead_letters=dead, calls_by_state=by_state)
+        orphaned = {str(k): int(v) for k, v in json.loads(row["orphaned"]).items()}
+        return Stats(
+            backlog=backlog, oldest=oldest, dead_letters=dead, calls_by_state=by_state, orphaned=orphaned
+        )
 
     async def prune(self, events_before: float, calls_before: float, batch: int) -> tuple[int, int]:
         async with self._conn() as conn:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from receiver import lifecycle
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS
 
 TO_START = "('received', 'starting')"
 IN_FLIGHT = "('processing', 'stale')"
 PRUNABLE = "('completed', 'failed', 'delivered', 'skipped')"
+#: Delivery states that keep a call from retention, from ``receiver.lifecycle`` (the one source).
+UNDELIVERED = "(" + ", ".join(f"'{state.value}'" for state in lifecycle.UNDELIVERED) + ")"
 
 # --- SQL, kept as data: $n parameters, one statement per round trip ------------------------------
 
@@ -15,8 +18,12 @@ WITH ev AS (
     INSERT INTO inbound_events (source, event_id, type, session_id, received_at)
     VALUES ($1, $2, $3, $4, $8) ON CONFLICT DO NOTHING RETURNING 1
 ), upsert AS (
-    INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at, next_at, updated_at)
-    SELECT $4, 'received', $5::jsonb, $6, $7, $8, $8, $8 WHERE EXISTS (SELECT 1 FROM ev)
+    INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at, next_at, updated_at,
+                       analysis_profile, analysis_include)
+    SELECT $4, 'received', $5::jsonb, $6, $7, $8, $8, $8, $11, $12 WHERE EXISTS (SELECT 1 FROM ev)
+        -- a session analysed before (its call row may be pruned since) is never created again
+        AND (NOT EXISTS (SELECT 1 FROM analysed_sessions WHERE session_id = $4)
+             OR EXISTS (SELECT 1 FROM calls WHERE session_id = $4))
     ON CONFLICT (session_id) DO UPDATE SET
         call_json = receiver_merge_patch(calls.call_json, EXCLUDED.call_json),
         end_session = calls.end_session OR EXCLUDED.end_session,
@@ -148,7 +155,8 @@ WITH events AS (
 ), gone AS (
     DELETE FROM calls WHERE session_id IN (
         SELECT session_id FROM calls c WHERE updated_at < $2 AND state IN {PRUNABLE}
-          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.session_id = c.session_id AND d.state = 'pending')
+          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.session_id = c.session_id
+                          AND d.state IN {UNDELIVERED})
         LIMIT $3 FOR UPDATE SKIP LOCKED)
     RETURNING 1
 )
@@ -163,6 +171,8 @@ SELECT
     (SELECT json_build_array(count(*), min(created_at)) FROM deliveries WHERE state = 'pending') AS delivery,
     (SELECT coalesce(json_object_agg(handler, n), '{{}}') FROM (SELECT handler, count(*) AS n FROM deliveries
         WHERE state = 'dead' GROUP BY handler) x) AS dead,
+    (SELECT coalesce(json_object_agg(handler, n), '{{}}') FROM (SELECT handler, count(*) AS n FROM deliveries
+        WHERE state = 'orphaned' GROUP BY handler) o) AS orphaned,
     (SELECT coalesce(json_object_agg(state, n), '{{}}') FROM (
         SELECT state, count(*) AS n FROM calls WHERE state IN {TO_START} GROUP BY state
         UNION ALL SELECT state, count(*) FROM calls WHERE state IN {IN_FLIGHT} GROUP BY state

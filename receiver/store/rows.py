@@ -10,7 +10,8 @@ from receiver.store import CallRecord, DeliveryRecord
 
 CALL_COLUMNS = (
     "session_id, state, call_json, end_session, analysis_key, analysis_id, analysis_json, reason, attempts,"
-    " polls, finished_via, received_at, started_at, finished_at, delivered_at, next_at, updated_at"
+    " polls, finished_via, received_at, started_at, finished_at, delivered_at, next_at, updated_at,"
+    " analysis_profile, analysis_include"
 )
 DELIVERY_COLUMNS = (
     "id, session_id, handler, status, state, attempts, last_error, created_at, first_attempt_at, next_at,"
@@ -41,7 +42,18 @@ def call_record(row: Row) -> CallRecord:
         delivered_at=row["delivered_at"],
         next_at=row["next_at"],
         updated_at=row["updated_at"],
+        analysis_profile=row["analysis_profile"],
+        analysis_include=_include(row["analysis_include"]),
     )
+
+
+def _include(value: str | None) -> tuple[str, ...] | None:
+    return tuple(json.loads(value)) if value else None
+
+
+def include_json(include: tuple[str, ...] | None) -> str | None:
+    """The stored form of an include list (JSON text on every backend), order kept."""
+    return json.dumps(list(include)) if include is not None else None
 
 
 def delivery_record(row: Row) -> DeliveryRecord:

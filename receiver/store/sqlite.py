@@ -11,10 +11,11 @@ import functools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from importlib import resources
 from typing import Any, TypeVar
 
-from receiver.lifecycle import FINISHED, IN_FLIGHT, TO_START, CallState
+from receiver.lifecycle import IN_FLIGHT, PRUNABLE, TO_START, UNDELIVERED, CallState
 from receiver.store import (
     Accepted,
     AnalysisResult,
@@ -30,7 +31,10 @@ from receiver.store import (
 )
 from receiver.store.groupcommit import Database
 from receiver.store.keys import delivery_id
-from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record
+from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record, include_json
+from receiver.store.sqlite_state import SQLiteStateMixin
+from receiver.store.sqlite_state import remember as _remember
+from receiver.store.sqlite_state import touch as _touch
 
 T = TypeVar("T")
 
@@ -39,7 +43,7 @@ def _placeholders(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
-def _states(states: Sequence[CallState]) -> str:
+def _states(states: Sequence[StrEnum]) -> str:
     """States as SQL literals (constants, never input): the planner then matches the partial indexes."""
     return ", ".join(f"'{state.value}'" for state in states)
 
@@ -54,7 +58,7 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteStateMixin):
     """The embedded store (see module docstring). ``path`` is a file path or ``:memory:``."""
 
     def __init__(self, path: str) -> None:
@@ -105,9 +109,13 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> Accepted:
             if not _record_event(conn, source, event_id, event_type, call.session_id, now):
                 return Accepted.DUPLICATE
+            # A session analysed before (its call row may be pruned since) is never created again.
             inserted = conn.execute(
                 "INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at,"
-                " next_at, updated_at) VALUES (?, 'received', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                " next_at, updated_at, analysis_profile, analysis_include)"
+                " SELECT ?, 'received', ?, ?, ?, ?, ?, ?, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM analysed_sessions WHERE session_id = ?)"
+                " ON CONFLICT DO NOTHING",
                 (
                     call.session_id,
                     json.dumps(call.call),
@@ -116,10 +124,18 @@ class SQLiteStore:
                     now,
                     now,
                     now,
+                    call.profile,
+                    include_json(call.include),
+                    call.session_id,
                 ),
             ).rowcount
             if inserted:
                 return Accepted.ACCEPTED
+            if (
+                conn.execute("SELECT 1 FROM calls WHERE session_id = ?", (call.session_id,)).fetchone()
+                is None
+            ):
+                return Accepted.DUPLICATE  # remembered as analysed: recorded, nothing else happens
             conn.execute(
                 "UPDATE calls SET call_json = json_patch(call_json, ?), end_session = max(end_session, ?),"
                 " updated_at = ? WHERE session_id = ?",
@@ -168,6 +184,7 @@ class SQLiteStore:
                     " lease_owner = NULL, lease_until = NULL WHERE session_id = ? AND state IN ('received', 'starting')",
                     (now, target),
                 )
+                _remember(conn, target, now)
             return Accepted.ACCEPTED if changed else Accepted.IGNORED
 
         return await self._run(op)
@@ -202,6 +219,7 @@ class SQLiteStore:
                 " WHERE session_id = ? AND state IN ('received', 'starting')",
                 (now, first_poll_at, session_id),
             )
+            _remember(conn, session_id, now)
 
         await self._run(op)
 
@@ -324,13 +342,16 @@ class SQLiteStore:
         )
 
     async def dead_letter(self, delivery_id: str, error: str, now: float) -> None:
-        await self._run(
-            lambda conn: conn.execute(
+        def op(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
                 "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = ?, dead_at = ?,"
-                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending'",
+                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending' RETURNING session_id",
                 (error, now, delivery_id),
-            )
-        )
+            ).fetchone()
+            if row is not None:  # retention reads the call's updated_at
+                conn.execute("UPDATE calls SET updated_at = ? WHERE session_id = ?", (now, row[0]))
+
+        await self._run(op)
 
     async def release_delivery(self, delivery_id: str, next_at: float) -> None:
         await self._run(
@@ -378,12 +399,13 @@ class SQLiteStore:
         where, params = _dead_filter(handler, session_id, since)
 
         def op(conn: sqlite3.Connection) -> int:
-            count = conn.execute(
+            sessions = conn.execute(
                 f"UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?, dead_at = NULL,"
-                f" first_attempt_at = NULL, replays = replays + 1 WHERE {where}",
+                f" first_attempt_at = NULL, replays = replays + 1 WHERE {where} RETURNING session_id",
                 (now, *params),
-            ).rowcount
-            return int(count)
+            ).fetchall()
+            _touch(conn, {row[0] for row in sessions}, now)
+            return len(sessions)
 
         return await self._run(op)
 
@@ -419,13 +441,19 @@ class SQLiteStore:
                     "SELECT handler, count(*) FROM deliveries WHERE state = 'dead' GROUP BY handler"
                 )
             }
-            return Stats(backlog=backlog, oldest=oldest, dead_letters=dead, calls_by_state=by_state)
+            orphaned = {
+                r[0]: r[1]
+                for r in conn.execute(
+                    "SELECT handler, count(*) FROM deliveries WHERE state = 'orphaned' GROUP BY handler"
+                )
+            }
+            return Stats(
+                backlog=backlog, oldest=oldest, dead_letters=dead, calls_by_state=by_state, orphaned=orphaned
+            )
 
         return await self._run(op)
 
     async def prune(self, events_before: float, calls_before: float, batch: int) -> tuple[int, int]:
-        finished = (*FINISHED, CallState.SKIPPED)
-
         def op(conn: sqlite3.Connection) -> tuple[int, int]:
             events = conn.execute(
                 "DELETE FROM inbound_events WHERE (source, event_id) IN (SELECT source, event_id"
@@ -434,8 +462,8 @@ class SQLiteStore:
             ).rowcount
             calls = conn.execute(
                 f"DELETE FROM calls WHERE session_id IN (SELECT session_id FROM calls WHERE updated_at < ?"
-                f" AND state IN ({_states(finished)}) AND NOT EXISTS (SELECT 1 FROM deliveries d"
-                f" WHERE d.session_id = calls.session_id AND d.state = 'pending') LIMIT ?)",
+                f" AND state IN ({_states(PRUNABLE)}) AND NOT EXISTS (SELECT 1 FROM deliveries d"
+                f" WHERE d.session_id = calls.session_id AND d.state IN ({_states(UNDELIVERED)})) LIMIT ?)",
                 (calls_before, batch),
             ).rowcount
             return int(events), int(calls)
@@ -527,6 +555,7 @@ def _finish(conn: sqlite3.Connection, result: AnalysisResult, router: Router, no
             session_id,
         ),
     )
+    _remember(conn, session_id, now)
     status = "completed" if result.state is CallState.COMPLETED else "failed"
     conn.executemany(
         "INSERT INTO deliveries (id, session_id, handler, status, state, created_at, next_at)"

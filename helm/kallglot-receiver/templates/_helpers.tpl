@@ -108,6 +108,8 @@ log_level: {{ $c.logLevel | quote }}
 shutdown_grace_seconds: {{ $c.shutdownGraceSeconds }}
 retention_days: {{ $c.retentionDays }}
 event_retention_hours: {{ $c.eventRetentionHours }}
+session_memory_days: {{ $c.sessionMemoryDays }}
+start_probe_max_seconds: {{ $c.startProbeMaxSeconds }}
 {{- with $c.sentryEnvironment }}
 sentry_environment: {{ . | quote }}
 {{- end }}
