@@ -120,7 +120,7 @@ class SalesforceHandler:
                 extra={
                     "handler": self.name,
                     "session_id": delivery.session_id,
-                    "created": response.status_code == 201,
+                    "task_created": response.status_code == 201,
                 },
             )
             return
