@@ -13,18 +13,11 @@ from typing import Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from receiver.delivery import (
-    Delivery,
-    HandlerContext,
-    HandlerOptions,
-    PermanentDeliveryError,
-    RateLimitedError,
-    TransientDeliveryError,
-)
-from receiver.pacing import parse_retry_after
+from handlers import _http
+from receiver.delivery import Delivery, HandlerContext, HandlerOptions
 from receiver.signing import sign_standard_webhooks, standard_webhooks_key
 
-_RETRYABLE = {408, 425, 429}
+_WHO = "the endpoint"
 _RESERVED = {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"}
 
 
@@ -73,28 +66,14 @@ class WebhookHandler:
         else:
             headers["webhook-id"] = delivery.id
             headers["webhook-timestamp"] = str(int(self._clock()))
-        try:
-            response = await self._http.post(self._url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise TransientDeliveryError("the endpoint timed out") from exc
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(f"cannot reach the endpoint ({type(exc).__name__})") from exc
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock())
-        if status == 429:
-            raise RateLimitedError("the endpoint answered 429", retry_after=retry_after)
-        if status >= 500 or status in _RETRYABLE:
-            raise TransientDeliveryError(f"the endpoint answered {status}", retry_after=retry_after)
-        raise PermanentDeliveryError(f"the endpoint answered {status}; fix the endpoint, then replay")
+        response = await _http.send(self._http, "POST", self._url, who=_WHO, content=body, headers=headers)
+        failure = _http.classify(response, _WHO, self._clock())
+        if failure is not None:
+            raise failure
 
     async def probe(self) -> None:
         # A POST would deliver something; a HEAD/OPTIONS tells us at least that the host answers.
-        try:
-            await self._http.options(self._url)
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(f"cannot reach the endpoint ({type(exc).__name__})") from exc
+        await _http.send(self._http, "OPTIONS", self._url, who=_WHO)
 
     async def aclose(self) -> None:
         await self._http.aclose()
