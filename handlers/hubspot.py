@@ -11,7 +11,10 @@ on the same records):
    unique value at write time, so two attempts can never create two calls; "search, then create"
    would, because the search index lags writes by seconds;
 3. ``no_match: create``: reuse a contact an earlier attempt already associated with this call,
-   else create one with the phone number;
+   else create one with the phone number **and its association to the call in the same request**
+   (``associations`` in ``POST /crm/v3/objects/contacts``). A contact is therefore never created
+   without being reachable from the call: an attempt that fails or loses the answer after the
+   create is followed by one that finds the contact on the call instead of creating a second;
 4. ``PUT /crm/v4/objects/calls/{id}/associations/default/contacts/{contact}`` (idempotent).
 
 Failures: 429 -> RateLimitedError (``Retry-After``, else the rate-limit interval header);
@@ -49,6 +52,7 @@ _MAX_ASSOCIATED = 10  # contacts associated under ``many_matches: all``; also th
 _MAX_BODY_CHARS = 60_000  # hs_call_body holds 65,536 characters
 _DEFAULT_RETRY_AFTER = 10.0  # HubSpot's private-app limits are per 10-second window
 _DAILY_RETRY_AFTER = 3600.0
+_CONTACT_TO_CALL = 193  # HubSpot-defined association type "contact to call" (194 is call to contact)
 
 
 class Options(HandlerOptions):
@@ -116,7 +120,12 @@ class HubSpotHandler:
         call_id, created = await self._upsert_call(delivery.session_id, self._properties(delivery))
         if create_contact and phone:
             existing = [] if created else await self._associated_contacts(call_id)
-            contact_ids = existing[:1] or [await self._create_contact(phone)]
+            if not existing:
+                # Created together with its association in one request: no attempt can leave a
+                # contact behind that the next attempt does not find on the call (issue 8 hole 11).
+                await self._create_contact(phone, call_id)
+                return
+            contact_ids = existing[:1]
         for contact_id in contact_ids:
             await self._request(
                 "PUT", f"/crm/v4/objects/calls/{call_id}/associations/default/contacts/{contact_id}"
@@ -178,10 +187,19 @@ class HubSpotHandler:
         )
         return [str(item["toObjectId"]) for item in _results(data) if item.get("toObjectId") is not None]
 
-    async def _create_contact(self, phone: str) -> str:
-        data = _http.json_object(
-            await self._request("POST", "/crm/v3/objects/contacts", json={"properties": {"phone": phone}})
-        )
+    async def _create_contact(self, phone: str, call_id: str) -> str:
+        body = {
+            "properties": {"phone": phone},
+            "associations": [
+                {
+                    "to": {"id": call_id},
+                    "types": [
+                        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": _CONTACT_TO_CALL}
+                    ],
+                }
+            ],
+        }
+        data = _http.json_object(await self._request("POST", "/crm/v3/objects/contacts", json=body))
         if data.get("id") is None:
             raise TransientDeliveryError("HubSpot created a contact but returned no id")
         return str(data["id"])
