@@ -3,17 +3,21 @@
 ``webhook-id`` is the delivery id, the same on every retry and replay, so the receiving system
 deduplicates on it. 2xx is success; 429 and ``Retry-After`` slow us down; 408, 425 and 5xx are
 retried; 410 and other 4xx go to the dead letters with the status in the reason.
+
+``format: cloudevents`` sends the same document as a CloudEvents 1.0 event (``mode: binary`` or
+``structured``, see ``handlers._cloudevents``), so a Knative broker or an Argo Events webhook source
+takes it directly; the Standard Webhooks signature then covers the HTTP body that is sent.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Literal, Self
 
 import httpx
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from handlers import _http
+from handlers import _cloudevents, _http
 from receiver.delivery import Delivery, HandlerContext, HandlerOptions
 from receiver.signing import sign_standard_webhooks, standard_webhooks_key
 
@@ -27,6 +31,13 @@ class Options(HandlerOptions):
     secret: SecretStr | None = None
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     headers: dict[str, str] = Field(default_factory=dict)
+    format: Literal["json", "cloudevents"] = "json"
+    mode: _cloudevents.Mode | None = Field(default=None, description="cloudevents only; default binary")
+    source: str | None = Field(
+        default=None,
+        pattern=r"^\S{1,512}$",
+        description=f"cloudevents only: the event source (URI-reference), default {_cloudevents.DEFAULT_SOURCE}",
+    )
 
     @field_validator("secret")
     @classmethod
@@ -43,6 +54,16 @@ class Options(HandlerOptions):
             raise ValueError(f"headers may not set {', '.join(clash)}")
         return value
 
+    @model_validator(mode="after")
+    def _cloudevents_options(self) -> Self:
+        if self.format != "cloudevents":
+            given = [name for name in ("mode", "source") if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply with format: cloudevents")
+        elif any(name.lower().startswith("ce-") for name in self.headers):
+            raise ValueError("headers may not set ce-* attributes with format: cloudevents")
+        return self
+
 
 class WebhookHandler:
     def __init__(self, options: Options, context: HandlerContext) -> None:
@@ -50,6 +71,9 @@ class WebhookHandler:
         self._url = options.url
         self._secret = options.secret
         self._clock = context.clock
+        self._cloudevents = options.format == "cloudevents"
+        self._mode: _cloudevents.Mode = options.mode or "binary"
+        self._source = options.source or _cloudevents.DEFAULT_SOURCE
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(options.timeout_seconds),
             headers={"User-Agent": context.user_agent, **options.headers},
@@ -57,8 +81,11 @@ class WebhookHandler:
         )
 
     async def deliver(self, delivery: Delivery) -> None:
-        body = json.dumps(delivery.document, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json"}
+        if self._cloudevents:
+            headers, body = _cloudevents.encode(delivery, self._source, self._mode)
+        else:
+            body = json.dumps(delivery.document, separators=(",", ":")).encode()
+            headers = {"Content-Type": "application/json"}
         if self._secret is not None:
             headers |= sign_standard_webhooks(
                 self._secret.get_secret_value(), delivery.id, int(self._clock()), body
