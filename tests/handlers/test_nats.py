@@ -201,3 +201,21 @@ def test_the_type_is_registered_by_name() -> None:
 def test_invalid_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=message):
         nats_jetstream.Options.model_validate({"name": "bus", "type": "nats", **options})
+
+
+async def test_the_documented_pull_consumer_reads_each_delivery_once(
+    bus: Bus, make_handler: Any, make_delivery: MakeDelivery
+) -> None:
+    """docs/handlers/nats.md's consumer: a durable pull subscription, fetch, ack."""
+    handler = make_handler(subject=bus.prefix + ".call.analysis.{status}")
+    await handler.deliver(make_delivery())
+    await handler.deliver(make_delivery(attempt=2))  # a retry: deduplicated by the stream
+    await handler.deliver(make_delivery(id="dlv_0002", session_id="sess_second"))
+
+    sub = await bus.js.pull_subscribe(f"{bus.prefix}.call.analysis.>", durable="crm-sync", stream=bus.stream)
+    msgs = await sub.fetch(batch=10, timeout=2)
+    for msg in msgs:
+        await msg.ack()
+
+    assert [(msg.headers or {}).get("Nats-Msg-Id") for msg in msgs] == ["dlv_0001", "dlv_0002"]
+    assert json.loads(msgs[0].data) == make_delivery().document
