@@ -24,7 +24,6 @@ Failures: 429 -> RateLimitedError (``Retry-After``, else the rate-limit interval
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import re
@@ -35,6 +34,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from handlers import _analysis, _http, _phone
+from handlers._hubspot_pacing import DEFAULT_RETRY_AFTER, Pacer
 from handlers._options import http_url, not_blank
 from receiver.delivery import (
     Delivery,
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 _MAX_ASSOCIATED = 10  # contacts associated under ``many_matches: all``; also the search page size
 _MAX_BODY_CHARS = 60_000  # hs_call_body holds 65,536 characters
-_DEFAULT_RETRY_AFTER = 10.0  # HubSpot's private-app limits are per 10-second window
 _DAILY_RETRY_AFTER = 3600.0
 _CONTACT_TO_CALL = 193  # HubSpot-defined association type "contact to call" (194 is call to contact)
 
@@ -281,50 +280,6 @@ class HubSpotHandler:
 # -- pure helpers (tested through the handler) -----------------------------------------------------
 
 
-class Pacer:
-    """Spread requests to ``rate`` per second and hold off when HubSpot says the window is spent."""
-
-    def __init__(self, rate: float, context: HandlerContext) -> None:
-        self._rate = rate
-        self._burst = max(1.0, min(rate, 10.0))
-        self._tokens = self._burst
-        self._clock = context.clock
-        self._sleep = context.sleep
-        self._last = context.clock()
-        self._hold_until = 0.0
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            now = self._clock()
-            if self._hold_until > now:
-                await self._sleep(self._hold_until - now)
-            now = self._clock()
-            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-            if self._tokens < 1:
-                await self._sleep((1 - self._tokens) / self._rate)
-                self._tokens = 1.0
-                self._last = self._clock()
-            self._tokens -= 1
-
-    def now(self) -> float:
-        return self._clock()
-
-    def observe(self, headers: httpx.Headers) -> None:
-        """``X-HubSpot-RateLimit-Remaining: 0`` -> wait out the window before the next request."""
-        remaining = _http.seconds(headers.get("x-hubspot-ratelimit-remaining"))
-        secondly = _http.seconds(headers.get("x-hubspot-ratelimit-secondly-remaining"))
-        wait = 0.0
-        if remaining is not None and remaining < 1:
-            interval = _http.seconds(headers.get("x-hubspot-ratelimit-interval-milliseconds"))
-            wait = min((interval or 10_000.0) / 1000, _DEFAULT_RETRY_AFTER)
-        elif secondly is not None and secondly < 1:
-            wait = 1.0
-        if wait:
-            self._hold_until = max(self._hold_until, self._clock() + wait)
-
-
 def classify(response: httpx.Response, secret: str, now: float) -> DeliveryError:
     """Turn a non-2xx HubSpot answer into exactly one error of our tree."""
     status = response.status_code
@@ -339,7 +294,7 @@ def classify(response: httpx.Response, secret: str, now: float) -> DeliveryError
             retry_after = _DAILY_RETRY_AFTER  # the daily allowance resets at the portal's midnight
         if retry_after is None:
             interval = _http.seconds(response.headers.get("x-hubspot-ratelimit-interval-milliseconds"))
-            retry_after = interval / 1000 if interval else _DEFAULT_RETRY_AFTER
+            retry_after = interval / 1000 if interval else DEFAULT_RETRY_AFTER
         return RateLimitedError(f"HubSpot rate limited the request ({policy})", retry_after=retry_after)
     if status == 401:
         return PermanentDeliveryError("HubSpot rejected the token (401)")
