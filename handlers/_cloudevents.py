@@ -9,6 +9,7 @@ session id, ``time`` = when the delivery was created (not when it was sent), ``d
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from cloudevents.core.bindings.http import to_binary, to_structured
@@ -31,11 +32,16 @@ def event(delivery: Delivery, source: str) -> CloudEvent:
             "source": source,
             "type": TYPE_PREFIX + delivery.status,
             "subject": delivery.session_id,
-            "time": delivery.created_at,
+            "time": _utc(delivery.created_at),
             "datacontenttype": "application/json",
         },
         data=delivery.document,
     )
+
+
+def _utc(moment: datetime) -> datetime:
+    """RFC 3339 needs an offset: a naive time is taken as UTC, any other is converted to it."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def encode(delivery: Delivery, source: str, mode: Mode) -> tuple[dict[str, str], bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pydantic
@@ -203,3 +204,19 @@ def test_invalid_cloudevents_options_are_refused(options: dict[str, Any], messag
         webhook.Options.model_validate(
             {"name": "bus", "type": "webhook", "url": "https://x.test/h", **options}
         )
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [
+        datetime(2026, 3, 26, 23, 59, 30),
+        datetime(2026, 3, 27, 1, 59, 30, tzinfo=timezone(timedelta(hours=2))),
+    ],
+    ids=["naive", "offset"],
+)
+async def test_time_is_always_rfc3339_utc(
+    endpoint: Endpoint, make_handler: Any, make_delivery: MakeDelivery, created_at: datetime
+) -> None:
+    await make_handler(format="cloudevents").deliver(make_delivery(created_at=created_at))
+    [(headers, _)] = endpoint.received
+    assert headers["ce-time"] == "2026-03-26T23:59:30Z"
