@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats
+import nats.errors
+import nats.js.errors
 import pydantic
 import pytest
 from nats.aio.client import Client
@@ -219,3 +221,45 @@ async def test_the_documented_pull_consumer_reads_each_delivery_once(
 
     assert [(msg.headers or {}).get("Nats-Msg-Id") for msg in msgs] == ["dlv_0001", "dlv_0002"]
     assert json.loads(msgs[0].data) == make_delivery().document
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "reason"),
+    [
+        (nats.js.errors.NoStreamResponseError(), PermanentDeliveryError, "no JetStream stream captures"),
+        (nats.errors.NoRespondersError(), PermanentDeliveryError, "no JetStream stream captures"),
+        (
+            nats.js.errors.BadRequestError(400, "expected stream does not match", 10060),
+            PermanentDeliveryError,
+            "400 10060",
+        ),
+        (
+            nats.js.errors.ServiceUnavailableError(503, "JetStream system temporarily unavailable", 10008),
+            TransientDeliveryError,
+            "503 10008",
+        ),
+        (nats.js.errors.APIError(429, "too many requests"), TransientDeliveryError, "429"),
+        (nats.errors.TimeoutError(), TransientDeliveryError, "no JetStream ack"),
+        (nats.errors.ConnectionClosedError(), TransientDeliveryError, "ConnectionClosedError"),
+        (nats.errors.MaxPayloadError(), PermanentDeliveryError, "max_payload"),
+    ],
+    ids=["no-stream", "no-responders", "4xx", "5xx", "429", "timeout", "closed", "too-big"],
+)
+def test_publish_errors_are_classified(error: Exception, expected: type[Exception], reason: str) -> None:
+    classified = nats_jetstream._publish_error(error, "calls.x")
+    assert type(classified) is expected
+    assert reason in classified.reason
+
+
+async def test_a_full_stream_that_discards_new_messages_is_retried(
+    bus: Bus, make_handler: Any, make_delivery: MakeDelivery
+) -> None:
+    name, subject = f"FULL_{bus.prefix}", f"full{bus.prefix}.calls"
+    await bus.js.add_stream(name=name, subjects=[subject], max_msgs=1, discard="new")
+    try:
+        handler = make_handler(subject=subject)
+        await handler.deliver(make_delivery())
+        with pytest.raises(TransientDeliveryError, match="JetStream answered 503"):
+            await handler.deliver(make_delivery(id="dlv_no_room"))
+    finally:
+        await bus.js.delete_stream(name)
