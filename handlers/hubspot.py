@@ -11,7 +11,10 @@ on the same records):
    unique value at write time, so two attempts can never create two calls; "search, then create"
    would, because the search index lags writes by seconds;
 3. ``no_match: create``: reuse a contact an earlier attempt already associated with this call,
-   else create one with the phone number;
+   else create one with the phone number **and its association to the call in the same request**
+   (``associations`` in ``POST /crm/v3/objects/contacts``). A contact is therefore never created
+   without being reachable from the call: an attempt that fails or loses the answer after the
+   create is followed by one that finds the contact on the call instead of creating a second;
 4. ``PUT /crm/v4/objects/calls/{id}/associations/default/contacts/{contact}`` (idempotent).
 
 Failures: 429 -> RateLimitedError (``Retry-After``, else the rate-limit interval header);
@@ -21,7 +24,6 @@ Failures: 429 -> RateLimitedError (``Retry-After``, else the rate-limit interval
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import re
@@ -31,7 +33,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from handlers import _analysis, _phone
+from handlers import _analysis, _http, _phone
+from handlers._hubspot_pacing import DEFAULT_RETRY_AFTER, Pacer
 from handlers._options import http_url, not_blank
 from receiver.delivery import (
     Delivery,
@@ -47,8 +50,8 @@ logger = logging.getLogger(__name__)
 
 _MAX_ASSOCIATED = 10  # contacts associated under ``many_matches: all``; also the search page size
 _MAX_BODY_CHARS = 60_000  # hs_call_body holds 65,536 characters
-_DEFAULT_RETRY_AFTER = 10.0  # HubSpot's private-app limits are per 10-second window
 _DAILY_RETRY_AFTER = 3600.0
+_CONTACT_TO_CALL = 193  # HubSpot-defined association type "contact to call" (194 is call to contact)
 
 
 class Options(HandlerOptions):
@@ -103,7 +106,7 @@ class HubSpotHandler:
 
     async def deliver(self, delivery: Delivery) -> None:
         document = delivery.document
-        call = _mapping(document.get("call"))
+        call = _http.mapping(document.get("call"))
         phone = _phone.e164(_analysis.customer_phone(call), self._options.default_region)
         contacts = await self._resolve_contacts(call, phone)
         if contacts is None:
@@ -116,7 +119,12 @@ class HubSpotHandler:
         call_id, created = await self._upsert_call(delivery.session_id, self._properties(delivery))
         if create_contact and phone:
             existing = [] if created else await self._associated_contacts(call_id)
-            contact_ids = existing[:1] or [await self._create_contact(phone)]
+            if not existing:
+                # Created together with its association in one request: no attempt can leave a
+                # contact behind that the next attempt does not find on the call (issue 8 hole 11).
+                await self._create_contact(phone, call_id)
+                return
+            contact_ids = existing[:1]
         for contact_id in contact_ids:
             await self._request(
                 "PUT", f"/crm/v4/objects/calls/{call_id}/associations/default/contacts/{contact_id}"
@@ -134,15 +142,15 @@ class HubSpotHandler:
         self, call: Mapping[str, Any], phone: str | None
     ) -> tuple[list[str], bool] | None:
         """``(contact ids, create one)``, or ``None`` to skip the delivery."""
-        metadata = _mapping(call.get("metadata"))
-        given = _text(metadata.get("hubspot_contact_id"))
+        metadata = _http.mapping(call.get("metadata"))
+        given = _http.text(metadata.get("hubspot_contact_id"))
         if given is not None:
             if not given.isdigit():
                 raise PermanentDeliveryError(
                     f"metadata hubspot_contact_id {given[:40]!r} is not a HubSpot id"
                 )
             return [given], False
-        generic = _text(metadata.get("crm_contact_id"))
+        generic = _http.text(metadata.get("crm_contact_id"))
         if generic is not None and generic.isdigit():  # a non-numeric id belongs to another CRM
             return [generic], False
         found = await self._search_contacts(phone) if phone else []
@@ -169,17 +177,28 @@ class HubSpotHandler:
             "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
             "limit": _MAX_ASSOCIATED,
         }
-        data = _json(await self._request("POST", "/crm/v3/objects/contacts/search", json=body))
+        data = _http.json_object(await self._request("POST", "/crm/v3/objects/contacts/search", json=body))
         return [str(item["id"]) for item in _results(data) if item.get("id") is not None]
 
     async def _associated_contacts(self, call_id: str) -> list[str]:
-        data = _json(await self._request("GET", f"/crm/v4/objects/calls/{call_id}/associations/contacts"))
+        data = _http.json_object(
+            await self._request("GET", f"/crm/v4/objects/calls/{call_id}/associations/contacts")
+        )
         return [str(item["toObjectId"]) for item in _results(data) if item.get("toObjectId") is not None]
 
-    async def _create_contact(self, phone: str) -> str:
-        data = _json(
-            await self._request("POST", "/crm/v3/objects/contacts", json={"properties": {"phone": phone}})
-        )
+    async def _create_contact(self, phone: str, call_id: str) -> str:
+        body = {
+            "properties": {"phone": phone},
+            "associations": [
+                {
+                    "to": {"id": call_id},
+                    "types": [
+                        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": _CONTACT_TO_CALL}
+                    ],
+                }
+            ],
+        }
+        data = _http.json_object(await self._request("POST", "/crm/v3/objects/contacts", json=body))
         if data.get("id") is None:
             raise TransientDeliveryError("HubSpot created a contact but returned no id")
         return str(data["id"])
@@ -190,10 +209,10 @@ class HubSpotHandler:
         id_property = self._options.id_property
         body = {"inputs": [{"idProperty": id_property, "id": session_id, "properties": properties}]}
         response = await self._request("POST", "/crm/v3/objects/calls/batch/upsert", json=body)
-        data = _json(response)
+        data = _http.json_object(response)
         errors = data.get("errors")
         if response.status_code == 207 or (isinstance(errors, list) and errors):
-            first = _mapping(errors[0]) if isinstance(errors, list) and errors else {}
+            first = _http.mapping(errors[0]) if isinstance(errors, list) and errors else {}
             raise PermanentDeliveryError(
                 self._hint(
                     f"HubSpot rejected the call: {sanitise(str(first.get('message', '')), self._token)}"
@@ -206,7 +225,7 @@ class HubSpotHandler:
 
     def _properties(self, delivery: Delivery) -> dict[str, str]:
         document = delivery.document
-        call = _mapping(document.get("call"))
+        call = _http.mapping(document.get("call"))
         region = self._options.default_region
         props: dict[str, str] = {
             "hs_timestamp": str(int(_analysis.ended_at(call, delivery.created_at).timestamp() * 1000)),
@@ -222,7 +241,7 @@ class HubSpotHandler:
         if direction:
             props["hs_call_direction"] = direction.upper()
         for key, prop in (("from", "hs_call_from_number"), ("to", "hs_call_to_number")):
-            raw = _text(call.get(key))
+            raw = _http.text(call.get(key))
             if raw:
                 props[prop] = _phone.e164(raw, region) or raw
         return props
@@ -238,16 +257,11 @@ class HubSpotHandler:
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         await self._pacer.acquire()
-        try:
-            response = await self._client.request(method, path, json=json, params=params)
-        except httpx.TimeoutException as exc:
-            raise TransientDeliveryError(f"HubSpot timed out ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(f"could not reach HubSpot ({type(exc).__name__})") from exc
+        response = await _http.send(self._client, method, path, who="HubSpot", json=json, params=params)
         self._pacer.observe(response.headers)
         if response.is_success:
             return response
-        raise self._hint_error(classify(response, self._token))
+        raise self._hint_error(classify(response, self._token, self._pacer.now()))
 
     def _hint(self, reason: str) -> str:
         if self._options.id_property in reason:
@@ -266,61 +280,21 @@ class HubSpotHandler:
 # -- pure helpers (tested through the handler) -----------------------------------------------------
 
 
-class Pacer:
-    """Spread requests to ``rate`` per second and hold off when HubSpot says the window is spent."""
-
-    def __init__(self, rate: float, context: HandlerContext) -> None:
-        self._rate = rate
-        self._burst = max(1.0, min(rate, 10.0))
-        self._tokens = self._burst
-        self._clock = context.clock
-        self._sleep = context.sleep
-        self._last = context.clock()
-        self._hold_until = 0.0
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            now = self._clock()
-            if self._hold_until > now:
-                await self._sleep(self._hold_until - now)
-            now = self._clock()
-            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-            if self._tokens < 1:
-                await self._sleep((1 - self._tokens) / self._rate)
-                self._tokens = 1.0
-                self._last = self._clock()
-            self._tokens -= 1
-
-    def observe(self, headers: httpx.Headers) -> None:
-        """``X-HubSpot-RateLimit-Remaining: 0`` -> wait out the window before the next request."""
-        remaining = _float(headers.get("x-hubspot-ratelimit-remaining"))
-        secondly = _float(headers.get("x-hubspot-ratelimit-secondly-remaining"))
-        wait = 0.0
-        if remaining is not None and remaining < 1:
-            interval = _float(headers.get("x-hubspot-ratelimit-interval-milliseconds"))
-            wait = min((interval or 10_000.0) / 1000, _DEFAULT_RETRY_AFTER)
-        elif secondly is not None and secondly < 1:
-            wait = 1.0
-        if wait:
-            self._hold_until = max(self._hold_until, self._clock() + wait)
-
-
-def classify(response: httpx.Response, secret: str) -> DeliveryError:
+def classify(response: httpx.Response, secret: str, now: float) -> DeliveryError:
     """Turn a non-2xx HubSpot answer into exactly one error of our tree."""
     status = response.status_code
-    data = _json(response)
+    data = _http.json_object(response)
     message = sanitise(str(data.get("message") or response.reason_phrase or ""), secret)
-    category = _text(data.get("category"))
-    if status == 429:
-        policy = _text(data.get("policyName")) or "rate limit"
-        retry_after = _float(response.headers.get("retry-after"))
+    category = _http.text(data.get("category"))
+    kind = _http.verdict(status)
+    if kind is _http.Verdict.RATE_LIMITED:
+        policy = _http.text(data.get("policyName")) or "rate limit"
+        retry_after = _http.retry_after(response.headers, now)
         if retry_after is None and policy == "DAILY":
             retry_after = _DAILY_RETRY_AFTER  # the daily allowance resets at the portal's midnight
         if retry_after is None:
-            interval = _float(response.headers.get("x-hubspot-ratelimit-interval-milliseconds"))
-            retry_after = interval / 1000 if interval else _DEFAULT_RETRY_AFTER
+            interval = _http.seconds(response.headers.get("x-hubspot-ratelimit-interval-milliseconds"))
+            retry_after = interval / 1000 if interval else DEFAULT_RETRY_AFTER
         return RateLimitedError(f"HubSpot rate limited the request ({policy})", retry_after=retry_after)
     if status == 401:
         return PermanentDeliveryError("HubSpot rejected the token (401)")
@@ -328,8 +302,10 @@ def classify(response: httpx.Response, secret: str) -> DeliveryError:
         return PermanentDeliveryError(
             f"HubSpot denied access (403): {message} (check the private app's scopes)"
         )
-    if status == 408 or status >= 500:
-        return TransientDeliveryError(f"HubSpot answered {status}")
+    if kind is _http.Verdict.RETRY:
+        return TransientDeliveryError(
+            f"HubSpot answered {status}", retry_after=_http.retry_after(response.headers, now)
+        )
     label = f"{status} {category}" if category else str(status)
     return PermanentDeliveryError(f"HubSpot rejected the request ({label}): {message}")
 
@@ -346,7 +322,7 @@ def sanitise(message: str, secret: str) -> str:
 def render_body(delivery: Delivery) -> str:
     """The call notes as HTML: summary, sentiment, compliance, score; every value escaped."""
     document = delivery.document
-    analysis = _mapping(document.get("analysis"))
+    analysis = _http.mapping(document.get("analysis"))
     esc = html.escape
     parts: list[str] = []
     if _analysis.is_failed(document):
@@ -372,37 +348,6 @@ def render_body(delivery: Delivery) -> str:
         ids += f", analysis {esc(delivery.analysis_id)}"
     parts.append(f"<p><em>{ids}</em></p>")
     return "\n".join(parts)
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str | int):
-        text = str(value).strip()
-        return text or None
-    return None
-
-
-def _float(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if number >= 0 else None
-
-
-def _json(response: httpx.Response) -> Mapping[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, Mapping) else {}
 
 
 def _results(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:

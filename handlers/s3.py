@@ -19,6 +19,7 @@ import gzip as gzip_lib
 import json
 import logging
 import re
+import time
 from contextlib import AsyncExitStack
 from datetime import UTC
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from botocore.exceptions import (
 )
 from pydantic import Field, field_validator, model_validator
 
+from handlers import _http
 from handlers._options import http_url, placeholders
 from receiver.delivery import (
     Delivery,
@@ -154,8 +156,7 @@ def classify(exc: Exception, bucket: str) -> DeliveryError:
         status = int(meta.get("HTTPStatusCode") or 0)
         if code in _RATE_LIMIT_CODES or status in (429, 503):
             headers = meta.get("HTTPHeaders") or {}
-            retry_after = headers.get("retry-after")
-            seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+            seconds = _http.retry_after(headers, time.time())
             return RateLimitedError(f"s3: {code} on bucket {bucket}", retry_after=seconds)
         if code in _TRANSIENT_CODES or status >= 500:
             return TransientDeliveryError(f"s3: {code} on bucket {bucket}")

@@ -31,7 +31,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from handlers import _analysis, _phone
+from handlers import _analysis, _http, _phone
 from handlers._options import http_url, not_blank
 from receiver.delivery import (
     Delivery,
@@ -95,6 +95,7 @@ class SalesforceHandler:
         self._secret = options.client_secret.get_secret_value()
         self._token: _Token | None = None
         self._token_lock = asyncio.Lock()
+        self._clock = context.clock
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(options.timeout_seconds),
             headers={"User-Agent": context.user_agent, "Accept": "application/json"},
@@ -102,7 +103,7 @@ class SalesforceHandler:
 
     async def deliver(self, delivery: Delivery) -> None:
         document = delivery.document
-        call = _mapping(document.get("call"))
+        call = _http.mapping(document.get("call"))
         fields = self._task_fields(delivery)
         who_id = await self._who_id(call)
         if who_id:
@@ -120,7 +121,7 @@ class SalesforceHandler:
                 extra={
                     "handler": self.name,
                     "session_id": delivery.session_id,
-                    "created": response.status_code == 201,
+                    "task_created": response.status_code == 201,
                 },
             )
             return
@@ -141,7 +142,7 @@ class SalesforceHandler:
         response = await self._api("GET", f"{self._data_path}/sobjects/Task/describe")
         if not response.is_success:
             raise self._classify(response)
-        fields = _json(response).get("fields")
+        fields = _http.json_object(response).get("fields")
         described = {
             str(item.get("name", "")).lower(): item
             for item in (fields if isinstance(fields, list) else [])
@@ -164,7 +165,7 @@ class SalesforceHandler:
 
     def _task_fields(self, delivery: Delivery) -> dict[str, Any]:
         document = delivery.document
-        call = _mapping(document.get("call"))
+        call = _http.mapping(document.get("call"))
         fields: dict[str, Any] = {
             "Subject": _analysis.title(document)[:255],
             "Description": render_description(delivery)[:_DESCRIPTION_CHARS],
@@ -181,15 +182,15 @@ class SalesforceHandler:
         return fields
 
     async def _who_id(self, call: Mapping[str, Any]) -> str | None:
-        metadata = _mapping(call.get("metadata"))
-        given = _text(metadata.get("salesforce_who_id"))
+        metadata = _http.mapping(call.get("metadata"))
+        given = _http.text(metadata.get("salesforce_who_id"))
         if given is not None:
             if not _SALESFORCE_ID.match(given):
                 raise PermanentDeliveryError(
                     f"metadata salesforce_who_id {given[:40]!r} is not a Salesforce id"
                 )
             return given
-        generic = _text(metadata.get("crm_contact_id"))
+        generic = _http.text(metadata.get("crm_contact_id"))
         if generic and _SALESFORCE_ID.match(generic) and generic.startswith(_WHO_PREFIXES):
             return generic
         phone = _analysis.customer_phone(call)
@@ -204,12 +205,12 @@ class SalesforceHandler:
         response = await self._api("GET", f"{self._data_path}/search/", params={"q": query})
         if not response.is_success:
             raise self._classify(response)
-        records = _json(response).get("searchRecords")
+        records = _http.json_object(response).get("searchRecords")
         found: dict[str, list[str]] = {"Contact": [], "Lead": []}
         for record in records if isinstance(records, list) else []:
             if not isinstance(record, Mapping):
                 continue
-            kind = _mapping(record.get("attributes")).get("type")
+            kind = _http.mapping(record.get("attributes")).get("type")
             if kind in found and record.get("Id"):
                 found[kind].append(str(record["Id"]))
         matches = found["Contact"] or found["Lead"]
@@ -247,18 +248,15 @@ class SalesforceHandler:
         json: Mapping[str, Any] | None,
         params: Mapping[str, str] | None,
     ) -> httpx.Response:
-        try:
-            return await self._client.request(
-                method,
-                token.instance_url + path,
-                json=json,
-                params=params,
-                headers={"Authorization": f"Bearer {token.access_token}"},
-            )
-        except httpx.TimeoutException as exc:
-            raise TransientDeliveryError(f"Salesforce timed out ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(f"could not reach Salesforce ({type(exc).__name__})") from exc
+        return await _http.send(
+            self._client,
+            method,
+            token.instance_url + path,
+            who="Salesforce",
+            json=json,
+            params=params,
+            headers={"Authorization": f"Bearer {token.access_token}"},
+        )
 
     async def _access_token(self, *, stale: _Token | None = None) -> _Token:
         async with self._token_lock:
@@ -275,13 +273,8 @@ class SalesforceHandler:
             "client_id": self._options.client_id,
             "client_secret": self._secret,
         }
-        try:
-            response = await self._client.post(url, data=form)
-        except httpx.TimeoutException as exc:
-            raise TransientDeliveryError(f"Salesforce login timed out ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(f"could not reach Salesforce login ({type(exc).__name__})") from exc
-        data = _json(response)
+        response = await _http.send(self._client, "POST", url, who="Salesforce login", data=form)
+        data = _http.json_object(response)
         if response.is_success:
             access_token, instance_url = data.get("access_token"), data.get("instance_url")
             if not isinstance(access_token, str) or not isinstance(instance_url, str):
@@ -289,10 +282,11 @@ class SalesforceHandler:
             if not re.match(r"^https?://[^\s/]+", instance_url):
                 raise PermanentDeliveryError("Salesforce token response named an invalid instance_url")
             return _Token(access_token, instance_url.rstrip("/"))
-        if response.status_code == 429:
-            retry_after = _seconds(response.headers.get("retry-after")) or 60.0
+        kind = _http.verdict(response.status_code)
+        if kind is _http.Verdict.RATE_LIMITED:
+            retry_after = _http.retry_after(response.headers, self._clock()) or 60.0
             raise RateLimitedError("Salesforce login rate limited the request", retry_after=retry_after)
-        if response.status_code == 408 or response.status_code >= 500:
+        if kind is _http.Verdict.RETRY:
             raise TransientDeliveryError(f"Salesforce login answered {response.status_code}")
         error = _clean(str(data.get("error") or response.status_code), self._secret)
         description = _clean(str(data.get("error_description") or ""), self._secret)
@@ -308,11 +302,12 @@ class SalesforceHandler:
         status = response.status_code
         codes, message = _errors(response, self._secret)
         code = codes[0] if codes else str(status)
-        if status == 429 or "REQUEST_LIMIT_EXCEEDED" in codes:
-            wait = _seconds(response.headers.get("retry-after"))
+        kind = _http.verdict(status)
+        if kind is _http.Verdict.RATE_LIMITED or "REQUEST_LIMIT_EXCEEDED" in codes:
+            wait = _http.retry_after(response.headers, self._clock())
             default = 60.0 if status == 429 else _DEFAULT_LIMIT_WAIT
             return RateLimitedError(f"Salesforce limit reached ({code})", retry_after=wait or default)
-        if status == 408 or status >= 500 or _TRANSIENT_CODES.intersection(codes):
+        if kind is _http.Verdict.RETRY or _TRANSIENT_CODES.intersection(codes):
             return TransientDeliveryError(f"Salesforce answered {status} {code}")
         if status == 403:
             return PermanentDeliveryError(f"Salesforce denied access (403 {code}): {message}")
@@ -330,7 +325,7 @@ def sosl_escape(term: str) -> str:
 def render_description(delivery: Delivery) -> str:
     """The Task's plain-text notes: summary, sentiment, compliance, score."""
     document = delivery.document
-    analysis = _mapping(document.get("analysis"))
+    analysis = _http.mapping(document.get("analysis"))
     lines: list[str] = []
     if _analysis.is_failed(document):
         lines.append(f"Analysis failed: {_analysis.error(analysis) or 'no reason given'}")
@@ -386,32 +381,3 @@ def _clean(message: str, secret: str) -> str:
     if secret:
         message = message.replace(secret, "***")
     return " ".join(message.split())[:300]
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        number = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return number if number is not None and number >= 0 else None
-
-
-def _json(response: httpx.Response) -> Mapping[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, Mapping) else {}
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str | int):
-        text = str(value).strip()
-        return text or None
-    return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from handlers import _http
 from handlers._slack_blocks import (
     MessageTemplate,
     check_link_template,
@@ -121,19 +123,15 @@ class ChannelPacer:
         self._next[channel] = max(self._next.get(channel, 0.0), self._clock() + seconds)
 
 
-def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
-    value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def classify(status: int | None, error: str | None, headers: Mapping[str, Any] | None) -> Exception:
-    """Turn Slack's answer (HTTP status and error code) into our delivery error."""
+def classify(
+    status: int | None, error: str | None, headers: Mapping[str, Any] | None, now: float | None = None
+) -> Exception:
+    """Turn Slack's answer (HTTP status and error code) into our delivery error; ``now`` dates an
+    HTTP-date ``Retry-After`` (default: the wall clock)."""
     code = (error or "").strip()[:100] or f"HTTP {status}"
     if status == 429 or code == "ratelimited" or code == "rate_limited":
-        return RateLimitedError("slack: rate limited", retry_after=_retry_after(headers))
+        wait = _http.retry_after(headers, time.time() if now is None else now)
+        return RateLimitedError("slack: rate limited", retry_after=wait)
     if (status is not None and status >= 500) or code in _TRANSIENT_ERRORS:
         return TransientDeliveryError(f"slack: server error ({code})")
     return PermanentDeliveryError(f"slack rejected the message: {code}")
@@ -199,7 +197,7 @@ class SlackHandler:
             )
             response = await hook.send_dict(message)
             if not 200 <= response.status_code < 300:
-                raise classify(response.status_code, response.body, response.headers)
+                raise classify(response.status_code, response.body, response.headers, self._context.clock())
             return
         await self._web().chat_postMessage(
             channel=self._options.channel or "",
@@ -218,7 +216,7 @@ class SlackHandler:
             data = getattr(response, "data", None)
             error = data.get("error") if isinstance(data, dict) else None
             status = getattr(response, "status_code", None) or getattr(response, "status", None)
-            raise classify(status, error, getattr(response, "headers", None)) from exc
+            raise classify(status, error, getattr(response, "headers", None), self._context.clock()) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # str(exc) may hold the webhook URL (a secret): name only the kind of failure.
             raise TransientDeliveryError(f"slack: {type(exc).__name__} talking to Slack") from exc

@@ -24,6 +24,7 @@ BUILTIN = {
     "hubspot": "handlers.hubspot",
     "salesforce": "handlers.salesforce",
     "s3": "handlers.s3",
+    "nats": "handlers.nats_jetstream",
 }
 
 

@@ -31,6 +31,7 @@ CALL_PROPERTIES = {
 }
 CONTACT_PROPERTIES = {"phone", "mobilephone", "email", "firstname", "lastname"}
 MAX_FILTER_GROUPS = 5
+CONTACT_TO_CALL = 193
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Failure:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     path: str | None = None  # only requests whose path contains this
+    after: bool = False  # carry the request out, then answer with the failure (a lost answer)
+    exact: bool = False  # ``path`` must be the whole path, not a part of it
 
 
 @dataclass
@@ -65,9 +68,19 @@ class HubSpotFake:
             self._unindexed.add(contact_id)
         return contact_id
 
-    def fail_next(self, status: int, body: Any = None, *, path: str | None = None, **headers: str) -> None:
+    def fail_next(
+        self,
+        status: int,
+        body: Any = None,
+        *,
+        path: str | None = None,
+        after: bool = False,
+        exact: bool = False,
+        **headers: str,
+    ) -> None:
+        """Answer the next (matching) request with ``status``; ``after``: carry it out first."""
         self.failures.append(
-            Failure(status, body, {k.replace("_", "-"): v for k, v in headers.items()}, path)
+            Failure(status, body, {k.replace("_", "-"): v for k, v in headers.items()}, path, after, exact)
         )
 
     def calls_for(self, session_id: str, prop: str = "kallglot_session_id") -> list[dict[str, Any]]:
@@ -115,7 +128,18 @@ class HubSpotFake:
         unknown = set(properties) - CONTACT_PROPERTIES
         if unknown:
             return _validation(f"Property {sorted(unknown)[0]!r} does not exist")
+        calls = []
+        for association in body.get("associations", []):
+            to = str(association.get("to", {}).get("id"))
+            types = association.get("types", [])
+            if types != [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": CONTACT_TO_CALL}]:
+                return _validation(f"association types {types} are not valid for contact to call")
+            if to not in self.calls:
+                return _validation(f"No call with ID {to} exists")
+            calls.append(to)
+        # One request, one outcome: the contact and its associations are written together or not at all.
         contact_id = self.add_contact(indexed=self.index_new_contacts, **properties)
+        self.associations.update((call_id, contact_id) for call_id in calls)
         return self._json(self.contacts[contact_id], 201)
 
     async def _search_contacts(self, request: Request) -> Response:
@@ -229,6 +253,7 @@ class _Gate:
             await asyncio.sleep(fake.delay)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         response: Response | None = None
+        lost_answer = False
         if headers.get("authorization") != f"Bearer {fake.token}":
             response = JSONResponse(
                 {
@@ -240,8 +265,9 @@ class _Gate:
             )
         else:
             for failure in fake.failures:
-                if failure.path is None or failure.path in path:
+                if failure.path is None or (path == failure.path if failure.exact else failure.path in path):
                     fake.failures.remove(failure)
+                    lost_answer = failure.after
                     body = (
                         failure.body if failure.body is not None else {"status": "error", "message": "fake"}
                     )
@@ -254,5 +280,12 @@ class _Gate:
                     break
         if response is None:
             await self.app(scope, receive, send)
+        elif lost_answer:
+
+            async def discard(message: Any) -> None:
+                return None
+
+            await self.app(scope, receive, discard)
+            await response(scope, receive, send)
         else:
             await response(scope, receive, send)

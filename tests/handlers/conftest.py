@@ -18,6 +18,7 @@ if _ROOT not in sys.path:
 
 from receiver.delivery import Delivery, HandlerContext  # noqa: E402
 from tests.fakes import serve  # noqa: E402
+from tests.fakes.debug_logs import debug_logs  # noqa: E402, F401  (autouse: every handler test logs at DEBUG)
 from tests.fakes.slack_fake import SlackFake  # noqa: E402
 
 CALL: dict[str, Any] = {

@@ -339,6 +339,37 @@ async def test_retry_with_no_match_create_reuses_the_contact_it_created(rig: Rig
     assert len(rig.fake.associations) == 1
 
 
+async def test_no_match_create_survives_a_failed_association_without_a_second_contact(rig: Rig) -> None:
+    """Issue 8 hole 11: create, then the association fails, then a retry created a second contact."""
+    rig.fake.index_new_contacts = False  # the retry cannot find the first contact by phone either
+    rig.fake.fail_next(503, path="/associations/default/contacts/")
+    handler = rig.handler(no_match="create")
+
+    for attempt in (1, 2, 3):
+        try:
+            await handler.deliver(delivery(attempt=attempt))
+        except TransientDeliveryError:
+            continue
+
+    (contact,) = rig.fake.contacts
+    assert rig.fake.associations == {(rig.only_call()["id"], contact)}
+
+
+async def test_no_match_create_whose_answer_is_lost_is_not_repeated(rig: Rig) -> None:
+    rig.fake.index_new_contacts = False
+    rig.fake.fail_next(502, path="/crm/v3/objects/contacts", exact=True, after=True)
+    handler = rig.handler(no_match="create")
+
+    with pytest.raises(TransientDeliveryError, match="HubSpot answered 502"):
+        await handler.deliver(delivery())
+    assert len(rig.fake.contacts) == 1  # HubSpot did create it; only the answer was lost
+    await handler.deliver(delivery(attempt=2))
+
+    (contact,) = rig.fake.contacts
+    assert rig.fake.contacts[contact]["properties"]["phone"] == CUSTOMER
+    assert rig.fake.associations == {(rig.only_call()["id"], contact)}
+
+
 async def test_a_failure_after_the_upsert_is_retried_without_a_second_call(rig: Rig) -> None:
     contact = rig.fake.add_contact(phone=CUSTOMER)
     rig.fake.fail_next(503, path="/associations/default/")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -319,6 +321,19 @@ async def test_webhook_429_is_rate_limited(
         await handler.deliver(make_delivery())
     await handler.aclose()
     assert caught.value.retry_after == 3.0
+
+
+async def test_retry_after_as_an_http_date_is_honoured(
+    slack_fake: SlackServer, context: HandlerContext, clock: Any, make_delivery: MakeDelivery
+) -> None:
+    fake, _ = slack_fake
+    when = format_datetime(datetime.fromtimestamp(clock() + 30, UTC), usegmt=True)
+    fake.fail_hook("rate_limited", status=429, headers={"Retry-After": when})
+    handler = webhook_handler(slack_fake, context)
+    with pytest.raises(RateLimitedError) as caught:
+        await handler.deliver(make_delivery())
+    await handler.aclose()
+    assert caught.value.retry_after == 30.0
 
 
 @pytest.mark.parametrize(

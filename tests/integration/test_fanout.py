@@ -23,6 +23,7 @@ from handlers import _analysis
 from handlers._slack_blocks import escape
 from receiver.sandbox import DEV_API_KEY
 from tests.fakes import serve
+from tests.fakes.debug_logs import debug_logs  # noqa: F401  (autouse: the whole fan-out logs at DEBUG)
 from tests.fakes.hubspot_fake import HubSpotFake
 from tests.fakes.salesforce_fake import SalesforceFake
 from tests.fakes.slack_fake import TOKEN as SLACK_TOKEN
