@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from receiver.app import create_app
+from receiver.app import admin_app, create_app
 from receiver.sandbox import Sandbox
 from tests.integration.harness import (
     Sink,
@@ -51,10 +51,12 @@ async def make_stack(tmp_path: Path, database: str) -> AsyncIterator[StackFactor
             app = create_app(settings, worker_tick=0.05, pause_seconds=(0.3, 1.0))
             server, url = await start_server(app)
             exits.push_async_callback(stop_server, server)
+            admin_server, admin_url = await start_server(admin_app(app), lifespan="off")
+            exits.push_async_callback(stop_server, admin_server)
             box.update_config({"webhook_url": f"{url}/webhooks/kallglot"})
             http = httpx.AsyncClient(timeout=10)
             exits.push_async_callback(http.aclose)
-            return Stack(box, box_url, url, app, sink, files, http)
+            return Stack(box, box_url, url, admin_url, app, sink, files, http)
 
         yield make
 

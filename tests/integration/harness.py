@@ -33,9 +33,9 @@ SINK_SECRET = "whsec_c2luay1zZWNyZXQtZm9yLXRlc3RzLTEyMzQ1"
 ADMIN_TOKEN = "test-admin-token"
 
 
-async def start_server(app: Any) -> tuple[uvicorn.Server, str]:
+async def start_server(app: Any, *, lifespan: str = "on") -> tuple[uvicorn.Server, str]:
     """Run ``app`` (lifespan included) on a free loopback port; return the server and its URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan, ws="none")
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
@@ -104,7 +104,8 @@ class Sink:
 class Stack:
     sandbox: Sandbox
     sandbox_url: str
-    url: str
+    url: str  # the public listener: inbound webhooks and health
+    admin_url: str  # the admin listener: /metrics, /admin/*, /openapi.json, health
     app: Any
     sink: Sink
     files: Path
@@ -144,7 +145,7 @@ class Stack:
 
     async def call(self, session_id: str) -> dict[str, Any] | None:
         response = await self.http.get(
-            f"{self.url}/admin/calls/{session_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            f"{self.admin_url}/admin/calls/{session_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         )
         return response.json() if response.status_code == 200 else None
 
@@ -164,7 +165,7 @@ class Stack:
         return [json.loads(p.read_text()) for p in sorted(self.files.glob("*.json"))]
 
     async def metrics(self) -> str:
-        return (await self.http.get(f"{self.url}/metrics")).text
+        return (await self.http.get(f"{self.admin_url}/metrics")).text
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

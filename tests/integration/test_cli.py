@@ -93,7 +93,10 @@ def test_check_config_fails_with_one_line_naming_the_setting(env: dict[str, str]
     ids=["bad-trigger", "bad-sentry-dsn", "unwritable-sqlite", "unreachable-postgres"],
 )
 def test_serve_refuses_to_start_with_one_line_naming_the_setting(env: dict[str, str], named: str) -> None:
-    result = run(["serve", "--port", "1"], {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", **env})
+    result = run(
+        ["serve", "--port", "0", "--admin-port", "0"],
+        {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", **env},
+    )
 
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -126,6 +129,8 @@ async def test_send_signs_events_the_receiver_accepts_and_follows_the_call(stack
             "sess_cli1",
             "--to",
             stack.url,
+            "--admin-url",
+            stack.admin_url,
             "--admin-token",
             ADMIN_TOKEN,
             "--wait",
