@@ -52,7 +52,9 @@ def bind(address: Address) -> socket.socket:
     return sock
 
 
-def _server(app: Any, settings: Settings) -> uvicorn.Server:
+def make_server(app: Any, settings: Settings, *, lifespan: str = "off") -> uvicorn.Server:
+    """A uvicorn server for one listener, with the slow-client guards; start it with
+    ``await server.startup(sockets=[bind(...)])`` (tests do the same on port 0)."""
     protocol = guarded_protocol(
         AutoHTTPProtocol,
         headers_timeout=settings.body_timeout_seconds,
@@ -62,7 +64,7 @@ def _server(app: Any, settings: Settings) -> uvicorn.Server:
         app,
         http=protocol,
         ws="none",
-        lifespan="off",
+        lifespan=lifespan,
         log_config=None,
         access_log=False,
         server_header=False,
@@ -89,7 +91,7 @@ async def serve(
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    servers = [_server(public_app, settings), _server(admin_app, settings)]
+    servers = [make_server(public_app, settings), make_server(admin_app, settings)]
 
     def on_signal() -> None:
         if stop.is_set():  # a second signal: stop waiting for in-flight requests

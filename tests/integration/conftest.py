@@ -17,6 +17,7 @@ from tests.integration.harness import (
     Stack,
     receiver_settings,
     sandbox_config,
+    start_listener,
     start_server,
     stop_server,
 )
@@ -49,9 +50,9 @@ async def make_stack(tmp_path: Path, database: str) -> AsyncIterator[StackFactor
             files = tmp_path / "deliveries"
             settings = receiver_settings(box_url, database, sink_url, files, **receiver)
             app = create_app(settings, worker_tick=0.05, pause_seconds=(0.3, 1.0))
-            server, url = await start_server(app)
+            server, url = await start_listener(app, settings)
             exits.push_async_callback(stop_server, server)
-            admin_server, admin_url = await start_server(admin_app(app), lifespan="off")
+            admin_server, admin_url = await start_listener(admin_app(app), settings, lifespan="off")
             exits.push_async_callback(stop_server, admin_server)
             box.update_config({"webhook_url": f"{url}/webhooks/kallglot"})
             http = httpx.AsyncClient(timeout=10)

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.cli import build_event
+from receiver.listeners import Address, bind, make_server
 from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET, Sandbox, SandboxConfig
 from receiver.settings import load_settings
 from receiver.signing import sign_kallglot, sign_standard_webhooks
@@ -44,6 +45,17 @@ async def start_server(app: Any, *, lifespan: str = "on") -> tuple[uvicorn.Serve
         raise RuntimeError("the server failed to start")
     port = server.servers[0].sockets[0].getsockname()[1]
     return server, f"http://127.0.0.1:{port}"
+
+
+async def start_listener(app: Any, settings: Any, *, lifespan: str = "on") -> tuple[uvicorn.Server, str]:
+    """Run one of the receiver's listeners as ``serve`` does (slow-client guards included), on a
+    free loopback port; ``stop_server`` stops it."""
+    sock = bind(Address("127.0.0.1", 0, "RECEIVER_PORT"))
+    server = make_server(app, settings, lifespan=lifespan)
+    await server.startup(sockets=[sock])
+    if server.should_exit:
+        raise RuntimeError("the server failed to start")
+    return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def wait_for(condition: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:

@@ -233,7 +233,7 @@ async def test_sigterm_bounds_the_whole_shutdown_by_the_grace_period(
         assert await _send(client, receiver.url, "sess_bound1") == 200
     await wait_for(lambda: sink.attempts >= 1, timeout=40, what="the delivery to be in flight")
     # A request still in flight at the signal: its body arrives slowly, well past the grace period.
-    reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
     writer.write(b"POST /webhooks/kallglot HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
     await writer.drain()
     await asyncio.sleep(0.3)  # let the server start the request (nothing to wait on from outside)
@@ -242,6 +242,7 @@ async def test_sigterm_bounds_the_whole_shutdown_by_the_grace_period(
     code = await asyncio.to_thread(receiver.wait, 40)
     elapsed = time.monotonic() - started
     writer.close()
+    await writer.wait_closed()
 
     assert code == 0
     assert elapsed < grace + 1.5, f"shutdown took {elapsed:.1f}s with a grace of {grace}s"
