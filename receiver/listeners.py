@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -52,7 +52,7 @@ def bind(address: Address) -> socket.socket:
     return sock
 
 
-def make_server(app: Any, settings: Settings, *, lifespan: str = "off") -> uvicorn.Server:
+def make_server(app: Any, settings: Settings, *, lifespan: Literal["on", "off"] = "off") -> uvicorn.Server:
     """A uvicorn server for one listener, with the slow-client guards; start it with
     ``await server.startup(sockets=[bind(...)])`` (tests do the same on port 0)."""
     protocol = guarded_protocol(

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -47,7 +47,9 @@ async def start_server(app: Any, *, lifespan: str = "on") -> tuple[uvicorn.Serve
     return server, f"http://127.0.0.1:{port}"
 
 
-async def start_listener(app: Any, settings: Any, *, lifespan: str = "on") -> tuple[uvicorn.Server, str]:
+async def start_listener(
+    app: Any, settings: Any, *, lifespan: Literal["on", "off"] = "on"
+) -> tuple[uvicorn.Server, str]:
     """Run one of the receiver's listeners as ``serve`` does (slow-client guards included), on a
     free loopback port; ``stop_server`` stops it."""
     sock = bind(Address("127.0.0.1", 0, "RECEIVER_PORT"))
