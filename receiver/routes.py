@@ -202,6 +202,8 @@ def _filters(values: dict[str, Any]) -> tuple[str | None, str | None, float | No
     for name, value in (("handler", handler), ("session_id", session)):
         if value is not None and not isinstance(value, str):
             raise HTTPException(400, f"{name} must be a string")
+        if value is not None and "\x00" in value:  # PostgreSQL refuses NUL in text: a 503 on every try
+            raise HTTPException(400, f"{name} must not contain NUL")
     try:
         parsed_since = parse_since(str(since)) if since is not None else None
     except ValueError as exc:

@@ -182,6 +182,8 @@ _ADMIN = {"Authorization": "Bearer test-admin-token"}
         ("admin", "GET", "/admin/calls/sess_x", _ADMIN, 404),
         ("admin", "GET", "/admin/dead-letters?since=yesterday", _ADMIN, 400),
         ("admin", "GET", "/admin/dead-letters?limit=-1", _ADMIN, 400),
+        ("admin", "GET", "/admin/dead-letters?handler=a%00b", _ADMIN, 400),
+        ("admin", "GET", "/admin/dead-letters?session_id=sess_%00", _ADMIN, 400),
         ("admin", "POST", "/admin/dead-letters/replay", {"Authorization": "Bearer wrong"}, 401),
     ],
 )
