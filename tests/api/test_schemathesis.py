@@ -39,7 +39,6 @@ from receiver.sandbox import DEV_WEBHOOK_SECRET
 from receiver.signing import sign_kallglot, sign_standard_webhooks
 from tests.api.served import NOT_YET_SERVED, described
 from tests.pg import clone_database, run_sync, with_database
-from tests.pg import postgres_cluster, postgres_template, postgres_url  # noqa: F401 (fixtures)
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
 SCHEMA = schemathesis.openapi.from_dict(document())
