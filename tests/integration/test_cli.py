@@ -170,3 +170,41 @@ async def _arun(args: list[str]) -> Any:
     import asyncio
 
     return await asyncio.to_thread(run, args)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        ([], {"RECEIVER_MAX_CONNECTIONS": "0"}, "RECEIVER_MAX_CONNECTIONS"),
+        ([], {"RECEIVER_BODY_TIMEOUT_SECONDS": "-1"}, "RECEIVER_BODY_TIMEOUT_SECONDS"),
+        ([], {"RECEIVER_ADMIN_PORT": "70000"}, "RECEIVER_ADMIN_PORT"),
+        (["--admin-port", "{busy}"], {}, "RECEIVER_ADMIN_PORT"),
+        (["--port", "{busy}"], {}, "RECEIVER_PORT"),
+    ],
+    ids=[
+        "max-connections-0",
+        "negative-body-timeout",
+        "admin-port-out-of-range",
+        "admin-port-busy",
+        "port-busy",
+    ],
+)
+def test_serve_refuses_bad_listener_settings_with_one_line_naming_the_setting(
+    args: list[str], env: dict[str, str], named: str
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        defaults = ["--port", "0", "--admin-port", "0"]
+        result = run(
+            ["serve", *defaults, *(arg.replace("{busy}", port) for arg in args)],
+            {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s", **env},
+        )
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]
