@@ -70,7 +70,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port = base.port if args.port is None else args.port
         admin_port = base.admin_port if args.admin_port is None else args.admin_port
         sockets.append(bind(Address(args.host, port, "RECEIVER_PORT")))
-        sockets.append(bind(Address(base.admin_host or args.host, admin_port, "RECEIVER_ADMIN_PORT")))
+        admin_host, host_setting = (
+            (base.admin_host, "RECEIVER_ADMIN_HOST") if base.admin_host else (args.host, "--host")
+        )
+        sockets.append(bind(Address(admin_host, admin_port, "RECEIVER_ADMIN_PORT", host_setting)))
         port, admin_port = (sock.getsockname()[1] for sock in sockets)  # the real ones, also for port 0
         overrides = sandbox_overrides(port) if args.sandbox else {}
         overrides |= {"port": port, "admin_port": admin_port}

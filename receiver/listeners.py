@@ -10,6 +10,7 @@ workers give their claims back), and then the resources close. A second signal c
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -31,7 +32,8 @@ log = logging.getLogger("receiver")
 class Address:
     host: str
     port: int
-    setting: str  # the setting named when the address cannot be bound
+    setting: str  # named when the port cannot be bound
+    host_setting: str = "--host"  # named when the host is not an address of this machine
 
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -43,9 +45,16 @@ def bind(address: Address) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
         sock = socket.create_server((address.host, address.port), family=family, backlog=2048)
-    except OSError as exc:
+    except socket.gaierror as exc:
         raise ConfigError(
-            f"invalid setting {address.setting}: cannot listen on {address.host}:{address.port}: "
+            f"invalid setting {address.host_setting}: cannot resolve {address.host!r}: {exc.strerror}"
+        ) from None
+    except OSError as exc:
+        # create_server re-raises a failed name lookup (negative EAI_* errno) as a plain OSError
+        host_problem = exc.errno == errno.EADDRNOTAVAIL or (exc.errno or 0) < 0
+        setting = address.host_setting if host_problem else address.setting
+        raise ConfigError(
+            f"invalid setting {setting}: cannot listen on {address.host}:{address.port}: "
             f"{exc.strerror or exc}"
         ) from None
     sock.set_inheritable(True)

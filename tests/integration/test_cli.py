@@ -180,6 +180,8 @@ async def _arun(args: list[str]) -> Any:
         ([], {"RECEIVER_ADMIN_PORT": "70000"}, "RECEIVER_ADMIN_PORT"),
         (["--admin-port", "{busy}"], {}, "RECEIVER_ADMIN_PORT"),
         (["--port", "{busy}"], {}, "RECEIVER_PORT"),
+        ([], {"RECEIVER_ADMIN_HOST": "192.0.2.1"}, "RECEIVER_ADMIN_HOST"),
+        ([], {"RECEIVER_ADMIN_HOST": "no-such-host.invalid"}, "RECEIVER_ADMIN_HOST"),
     ],
     ids=[
         "max-connections-0",
@@ -187,6 +189,8 @@ async def _arun(args: list[str]) -> Any:
         "admin-port-out-of-range",
         "admin-port-busy",
         "port-busy",
+        "admin-host-not-local",
+        "admin-host-unknown",
     ],
 )
 def test_serve_refuses_bad_listener_settings_with_one_line_naming_the_setting(
