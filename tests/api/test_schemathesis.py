@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,6 +34,7 @@ from receiver.cli import DEV_ADMIN_TOKEN, DEV_INBOUND_SECRET
 from receiver.openapi import document
 from receiver.sandbox import DEV_WEBHOOK_SECRET
 from receiver.signing import sign_kallglot, sign_standard_webhooks
+from tests.api.live import Live
 from tests.api.served import NOT_YET_SERVED, described
 from tests.pg import clone_database, run_sync, with_database
 
@@ -63,66 +61,6 @@ CASES = [
     for mode, name in ((GenerationMode.POSITIVE, "valid"), (GenerationMode.NEGATIVE, "invalid"))
     if mode == GenerationMode.POSITIVE or _has_input(op[1], op[2])
 ]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Live:
-    """``kallglot-receiver serve --sandbox`` as a child process with both listeners."""
-
-    def __init__(self, database: str, root: Path) -> None:
-        self.public_port, self.admin_port = _free_port(), _free_port()
-        self.urls = {
-            "public": f"http://127.0.0.1:{self.public_port}",
-            "admin": f"http://127.0.0.1:{self.admin_port}",
-        }
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "KALLGLOT_", "SENTRY_"))}
-        env |= {"RECEIVER_DATABASE_URL": database, "RECEIVER_LOG_LEVEL": "ERROR", "PYTHONUNBUFFERED": "1"}
-        self.log = root / "serve.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "receiver",
-                    "serve",
-                    "--sandbox",
-                    "--port",
-                    str(self.public_port),
-                    "--admin-port",
-                    str(self.admin_port),
-                ],
-                cwd=root,
-                env=env,
-                stdout=out,
-                stderr=out,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited: {self.log.read_text()[-2000:]}")
-            try:
-                if all(httpx.get(f"{url}/readyz").status_code == 200 for url in self.urls.values()):
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("serve did not become ready")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
