@@ -4,7 +4,8 @@ One lifespan (the public app's: store, client, workers), one signal handling, on
 SIGTERM/SIGINT a single deadline, ``RECEIVER_SHUTDOWN_GRACE_SECONDS`` from the signal, bounds
 everything: both listeners stop accepting and finish their in-flight requests while the workers
 finish theirs, all at the same time; what is still running near the deadline is cancelled (the
-workers give their claims back), and then the resources close. A second signal cuts the wait short.
+workers give their claims back), and then the resources close. A second signal stops waiting for
+in-flight requests.
 """
 
 from __future__ import annotations
@@ -34,10 +35,6 @@ class Address:
     port: int
     setting: str  # named when the port cannot be bound
     host_setting: str = "--host"  # named when the host is not an address of this machine
-
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
 
 def bind(address: Address) -> socket.socket:
