@@ -58,17 +58,24 @@ def bind(address: Address) -> socket.socket:
     return sock
 
 
-def make_server(app: Any, settings: Settings, *, lifespan: Literal["on", "off"] = "off") -> uvicorn.Server:
-    """A uvicorn server for one listener, with the slow-client guards; start it with
+def make_server(
+    app: Any,
+    settings: Settings,
+    *,
+    lifespan: Literal["on", "off"] = "off",
+    protocol: type[asyncio.Protocol] = AutoHTTPProtocol,
+) -> uvicorn.Server:
+    """A uvicorn server for one listener, with the slow-client guards around uvicorn's HTTP
+    ``protocol`` (httptools when installed, else h11); start it with
     ``await server.startup(sockets=[bind(...)])`` (tests do the same on port 0)."""
-    protocol = guarded_protocol(
-        AutoHTTPProtocol,
+    guarded = guarded_protocol(
+        protocol,
         headers_timeout=settings.body_timeout_seconds,
         max_connections=settings.max_connections,
     )
     config = uvicorn.Config(
         app,
-        http=protocol,
+        http=guarded,
         ws="none",
         lifespan=lifespan,
         log_config=None,

@@ -9,9 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from receiver.app import admin_app
+from receiver.listeners import Address, bind, make_server
+from receiver.settings import load_settings
 from tests.integration.conftest import StackFactory
-from tests.integration.harness import wait_for
+from tests.integration.harness import stop_server, wait_for
 
 DEADLINE = 1.0  # RECEIVER_BODY_TIMEOUT_SECONDS in these tests
 SLACK = 2.0  # a loaded CI machine
@@ -181,3 +185,21 @@ async def test_beyond_max_connections_a_new_connection_gets_a_json_503(make_stac
     await wait_for(admitted, what="a connection to be admitted once one was closed")
     for client in held[1:]:
         await client.close()
+
+
+async def test_the_guards_also_work_with_the_pure_python_h11_protocol(make_stack: StackFactory) -> None:
+    """uvicorn falls back to h11 where httptools is not installed: the same deadline holds."""
+    stack = await make_stack(body_timeout_seconds=DEADLINE)
+    settings = load_settings(body_timeout_seconds=DEADLINE)
+    server = make_server(admin_app(stack.app), settings, protocol=H11Protocol)
+    sock = bind(Address("127.0.0.1", 0, "RECEIVER_ADMIN_PORT"))
+    await server.startup(sockets=[sock])
+    try:
+        client = await Client.open(f"http://127.0.0.1:{sock.getsockname()[1]}")
+        client.dribble(b"GET /healthz HTTP/1.1\r\nHost: receiver\r\nX-Slow: " + b"a" * 200)
+        elapsed = await _timed_out(client)
+        await client.close()
+    finally:
+        await stop_server(server)
+
+    assert elapsed < DEADLINE + SLACK
