@@ -457,7 +457,10 @@ class Stack:
             )
             name = f"{self.label}-receiver{i}"
             proc = self.procs.start(
-                name, [str(RECEIVER), "serve", "--host", HOST, "--port", str(port)], renv, self.cpus
+                name,
+                [str(RECEIVER), "serve", "--host", HOST, "--port", str(port), "--admin-port", "0"],
+                renv,
+                self.cpus,
             )
             self.receivers.append(proc)
             # start replicas one after the other so that only one of them applies the migrations

@@ -1,8 +1,11 @@
 """Composition root: ``create_app(settings)`` wires store, Kallglot client, handlers, service and workers.
 
-Resources are owned by the app's lifespan. On shutdown the app reports not-ready, stops claiming
-work, lets in-flight work finish within ``RECEIVER_SHUTDOWN_GRACE_SECONDS``, cancels what is left
-(its leases make it due again) and closes everything.
+It returns the PUBLIC app (RECEIVER_PORT: inbound webhooks and health), which owns the lifespan;
+``admin_app(app)`` is the ADMIN app (RECEIVER_ADMIN_PORT: metrics, admin API, console, OpenAPI,
+health), which shares its state. Resources are owned by the public app's lifespan. On shutdown the
+app reports not-ready, stops claiming work, lets in-flight work finish until one deadline
+(``RECEIVER_SHUTDOWN_GRACE_SECONDS`` after the signal, shared with the HTTP drain of
+``receiver.listeners``), cancels what is left (it is given back and due again) and closes everything.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from receiver.delivery import Handler, HandlerContext, HandlerOptions
 from receiver.kallglot import KallglotClient
 from receiver.metrics import Metrics
 from receiver.registry import build_handler, parse_handlers
-from receiver.routes import EXCEPTION_HANDLERS, ROUTES, HttpState
+from receiver.routes import ADMIN_ROUTES, EXCEPTION_HANDLERS, PUBLIC_ROUTES, HttpState
 from receiver.routing import Route, Router
 from receiver.service import AnalysisSettings, Service
 from receiver.settings import ConfigError, Settings
+from receiver.slowclients import BodyDeadline
 from receiver.store import Store, StoreError, open_store
 from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
 
@@ -41,7 +46,35 @@ class Runtime:
     service: Service
     loops: list[Loop]
     stop: asyncio.Event
+    http: HttpState
+    grace: float
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _drained: asyncio.Future[int] | None = None
+
+    def drain(self, deadline: float | None = None) -> asyncio.Future[int]:
+        """Stop claiming work, wait for in-flight work until ``deadline`` (``time.monotonic()``), then
+        cancel what is left; how many were cancelled. Idempotent: the second call joins the first."""
+        if self._drained is None:
+            if deadline is None:
+                deadline = time.monotonic() + self.grace
+            self._drained = asyncio.ensure_future(self._drain(deadline))
+        return self._drained
+
+    async def _drain(self, deadline: float) -> int:
+        self.http.draining = True
+        self.stop.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        in_flight = {task for loop in self.loops for task in loop.tasks}
+        if not in_flight:
+            return 0
+        # Keep a slice of the grace for the cancelled work to give its claims back to the store.
+        reserve = min(2.0, 0.2 * self.grace)
+        _, pending = await asyncio.wait(in_flight, timeout=max(0.0, deadline - reserve - time.monotonic()))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic()))
+        return len(pending)
 
 
 def analysis_settings(settings: Settings) -> AnalysisSettings:
@@ -141,20 +174,20 @@ def create_app(
                 session_memory=settings.session_memory_days * 86400,
             ),
         ]
-        runtime = Runtime(service=service, loops=loops, stop=asyncio.Event())
+        runtime = Runtime(
+            service=service,
+            loops=loops,
+            stop=asyncio.Event(),
+            http=app.state.http,
+            grace=settings.shutdown_grace_seconds,
+        )
         runtime.tasks = [asyncio.create_task(loop.run(runtime.stop), name=loop.name) for loop in loops]
         app.state.runtime = runtime
         log.info("receiver.started", extra={"handlers": list(handlers), "trigger": settings.trigger})
         try:
             yield
         finally:
-            app.state.http.draining = True
-            runtime.stop.set()
-            await asyncio.gather(*runtime.tasks, return_exceptions=True)
-            cancelled = 0
-            deadline = time.monotonic() + settings.shutdown_grace_seconds
-            for loop in loops:
-                cancelled += await loop.drain(max(0.0, deadline - time.monotonic()))
+            cancelled = await runtime.drain()
             log.info("receiver.stopped", extra={"cancelled_in_flight": cancelled})
             for _, handler in handlers.values():
                 with contextlib.suppress(Exception):
@@ -164,8 +197,20 @@ def create_app(
             for hook in on_shutdown or ():
                 await hook()
 
-    return Starlette(
-        routes=[*ROUTES, *(mounts or [])],
+    middleware = [Middleware(BodyDeadline, seconds=settings.body_timeout_seconds)]
+    public = Starlette(
+        routes=[*PUBLIC_ROUTES, *(mounts or [])],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=middleware,
         lifespan=lifespan,
     )
+    admin = Starlette(routes=ADMIN_ROUTES, exception_handlers=EXCEPTION_HANDLERS, middleware=middleware)
+    admin.state = public.state  # one runtime, one HttpState: the admin app has no lifespan of its own
+    public.state.admin_app = admin
+    return public
+
+
+def admin_app(app: Starlette) -> Starlette:
+    """The admin listener's app of a ``create_app`` result (served without a lifespan)."""
+    admin: Starlette = app.state.admin_app
+    return admin

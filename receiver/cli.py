@@ -7,7 +7,6 @@ import asyncio
 import base64
 import gc
 import json
-import signal
 import sys
 import time
 import uuid
@@ -27,6 +26,8 @@ DEV_INBOUND_SECRET = "whsec_" + base64.b64encode(b"kallglot-receiver-sandbox-dev
 #: Admin token of ``serve --sandbox`` unless RECEIVER_ADMIN_TOKEN is set, so ``send`` can follow the call.
 DEV_ADMIN_TOKEN = "sandbox-admin-token"  # noqa: S105 (documented development token, 16+ bytes)
 DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_ADMIN_PORT = 9090
+DEFAULT_ADMIN_URL = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
 DEFAULT_DELIVERIES = "./data/deliveries.jsonl"
 
 
@@ -57,14 +58,25 @@ def sandbox_overrides(port: int) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
     from starlette.routing import Mount
 
-    from receiver.app import create_app
+    from receiver.app import admin_app, create_app
+    from receiver.listeners import Address, bind, serve
     from receiver.observability import configure_logging, configure_sentry
 
+    sockets: list[Any] = []
     try:
-        overrides = sandbox_overrides(args.port) if args.sandbox else {}
+        base = load_settings()
+        port = base.port if args.port is None else args.port
+        admin_port = base.admin_port if args.admin_port is None else args.admin_port
+        sockets.append(bind(Address(args.host, port, "RECEIVER_PORT")))
+        admin_host, host_setting = (
+            (base.admin_host, "RECEIVER_ADMIN_HOST") if base.admin_host else (args.host, "--host")
+        )
+        sockets.append(bind(Address(admin_host, admin_port, "RECEIVER_ADMIN_PORT", host_setting)))
+        port, admin_port = (sock.getsockname()[1] for sock in sockets)  # the real ones, also for port 0
+        overrides = sandbox_overrides(port) if args.sandbox else {}
+        overrides |= {"port": port, "admin_port": admin_port}
         settings = load_settings(**overrides)
         if args.sandbox and not settings.handlers:
             settings = load_settings(
@@ -80,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             sandbox = Sandbox(
                 SandboxConfig(
-                    webhook_url=f"http://127.0.0.1:{args.port}/webhooks/kallglot",
+                    webhook_url=f"http://127.0.0.1:{port}/webhooks/kallglot",
                     webhook_secret=settings.kallglot_webhook_secrets[0].get_secret_value(),
                 )
             )
@@ -89,35 +101,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shutdown.append(sandbox.aclose)
         app = create_app(settings, mounts=mounts, on_startup=startup, on_shutdown=shutdown)
         asyncio.run(_preflight(settings))
+        if args.sandbox:
+            _print_sandbox_banner(port, admin_port, settings)
+        # Startup objects never die: keep them out of the collector, and collect the young generation
+        # less often, since every request allocates many short-lived objects.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
+        return asyncio.run(serve(app, admin_app(app), settings, (sockets[0], sockets[1])))
     except ConfigError as exc:
         return _fail(str(exc))
-    if args.sandbox:
-        _print_sandbox_banner(args.port, settings)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
-        server_header=False,
-        date_header=False,
-    )
-    server = uvicorn.Server(config)
-    # Startup objects never die: keep them out of the collector, and collect the young generation
-    # less often, since every request allocates many short-lived objects.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would end the process with
-    # the signal; a no-op handler underneath makes a drained shutdown exit 0 as orchestrators expect.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    try:
-        server.run()
-    except ConfigError as exc:
-        return _fail(str(exc))
-    return 0 if server.started else 1
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 async def _preflight(settings: Settings) -> None:
@@ -138,16 +134,20 @@ async def _preflight(settings: Settings) -> None:
         await store.close()
 
 
-def _print_sandbox_banner(port: int, settings: Settings) -> None:
+def _print_sandbox_banner(port: int, admin_port: int, settings: Settings) -> None:
     paths = [str(h.get("path")) for h in settings.handlers if h.get("type") == "file"]
+    admin = f"http://127.0.0.1:{admin_port}"
+    follow = "" if admin_port == DEFAULT_ADMIN_PORT else f" --admin-url {admin}"
+    to = "" if port == 8080 else f" --to http://127.0.0.1:{port}"
     print(
         f"""
-kallglot-receiver is running with the built-in Kallglot sandbox on http://127.0.0.1:{port}
-  end a call:       kallglot-receiver send session.ended --session sess_demo1
-  or, telephony:    kallglot-receiver send call-ended --session sess_demo2
-  follow it:        kallglot-receiver calls show sess_demo1
-  results go to:    {", ".join(paths) or "the configured handlers"}
-  metrics:          http://127.0.0.1:{port}/metrics
+kallglot-receiver is running with the built-in Kallglot sandbox
+  public (webhooks): http://127.0.0.1:{port}    (sandbox API: http://127.0.0.1:{port}/sandbox/v1)
+  admin:             {admin}    (metrics: {admin}/metrics, API: {admin}/openapi.json)
+  end a call:        kallglot-receiver send session.ended --session sess_demo1{to}{follow}
+  or, telephony:     kallglot-receiver send call-ended --session sess_demo2{to}{follow}
+  follow it:         kallglot-receiver calls show sess_demo1
+  results go to:     {", ".join(paths) or "the configured handlers"}
 """,
         file=sys.stderr,
         flush=True,
@@ -239,7 +239,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             token = args.admin_token or secret_from_env("RECEIVER_ADMIN_TOKEN") or DEV_ADMIN_TOKEN
         except SecretFileError as exc:
             return _fail(str(exc))
-        return _follow(base, args.session, token, args.wait)
+        return _follow(args.admin_url.rstrip("/"), args.session, token, args.wait)
     return 0
 
 
@@ -391,7 +391,8 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="HTTP endpoints and background workers")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=int, help="public listener (default RECEIVER_PORT or 8080)")
+    serve.add_argument("--admin-port", type=int, help="admin listener (default RECEIVER_ADMIN_PORT or 9090)")
     serve.add_argument("--sandbox", action="store_true", help="run the Kallglot sandbox in-process")
     serve.set_defaults(func=cmd_serve)
 
@@ -415,6 +416,11 @@ def parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--admin-token", help="to follow the call (default: RECEIVER_ADMIN_TOKEN or the sandbox's)"
+    )
+    send.add_argument(
+        "--admin-url",
+        default=DEFAULT_ADMIN_URL,
+        help=f"admin listener base URL, to follow the call (default {DEFAULT_ADMIN_URL})",
     )
     send.add_argument("--wait", type=float, default=30.0, help="seconds to follow the call (0: don't follow)")
     send.set_defaults(func=cmd_send)

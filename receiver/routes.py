@@ -27,8 +27,10 @@ from receiver.events import (
     parse_call_ended,
     parse_kallglot_event,
 )
+from receiver.openapi import openapi_json
 from receiver.service import KALLGLOT, TELEPHONY, Service
 from receiver.signing import SignatureError, verify_kallglot, verify_standard_webhooks
+from receiver.slowclients import BodyTimeout
 from receiver.store import Accepted, StoreError
 
 log = logging.getLogger("receiver")
@@ -200,6 +202,8 @@ def _filters(values: dict[str, Any]) -> tuple[str | None, str | None, float | No
     for name, value in (("handler", handler), ("session_id", session)):
         if value is not None and not isinstance(value, str):
             raise HTTPException(400, f"{name} must be a string")
+        if value is not None and "\x00" in value:  # PostgreSQL refuses NUL in text: a 503 on every try
+            raise HTTPException(400, f"{name} must not contain NUL")
     try:
         parsed_since = parse_since(str(since)) if since is not None else None
     except ValueError as exc:
@@ -252,23 +256,38 @@ async def body_too_large(request: Request, exc: Exception) -> Response:
     return error(413, "body_too_large", "request body too large")
 
 
+async def body_timeout(request: Request, exc: Exception) -> Response:
+    return error(408, "request_timeout", "the request body did not arrive in time", {"Connection": "close"})
+
+
 async def store_error(request: Request, exc: Exception) -> Response:
     return error(503, "store_unavailable", "the store is unavailable; retry later", {"Retry-After": "5"})
 
 
-ROUTES = [
+#: The public listener (RECEIVER_PORT): inbound webhooks and health only (CONTRACT §9 "Listeners").
+PUBLIC_ROUTES = [
     Route("/webhooks/kallglot", kallglot_webhook, methods=["POST"]),
     Route("/events/call-ended", call_ended, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+]
+# telephony: PUBLIC_ROUTES += CARRIER_ROUTES (from receiver/carriers)
+
+#: The admin listener (RECEIVER_ADMIN_PORT): metrics, operator API, console, OpenAPI, health.
+ADMIN_ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/admin/calls/{session_id}", admin_call, methods=["GET"]),
     Route("/admin/dead-letters", admin_dead_letters, methods=["GET"]),
     Route("/admin/dead-letters/replay", admin_replay, methods=["POST"]),
 ]
+# operators: ADMIN_ROUTES += OPERATOR_ROUTES (from receiver/admin_api.py)
 
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     HTTPException: http_exception,
     BodyTooLarge: body_too_large,
+    BodyTimeout: body_timeout,
     StoreError: store_error,
 }

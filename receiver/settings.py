@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     )
     #: How long sessions already analysed are remembered (hole 8); at least RECEIVER_RETENTION_DAYS.
     session_memory_days: float = _env("RECEIVER_SESSION_MEMORY_DAYS", "session_memory_days", 90.0, gt=0)
+    # --- listeners (CONTRACT §9): public webhooks and admin on separate ports; slow-client guards
+    port: int = _env("RECEIVER_PORT", "port", 8080, ge=0, le=65535)
+    admin_port: int = _env("RECEIVER_ADMIN_PORT", "admin_port", 9090, ge=0, le=65535)
+    admin_host: str | None = _env("RECEIVER_ADMIN_HOST", "admin_host", None, min_length=1)
+    body_timeout_seconds: float = _env("RECEIVER_BODY_TIMEOUT_SECONDS", "body_timeout_seconds", 10.0, gt=0)
+    max_connections: int = _env("RECEIVER_MAX_CONNECTIONS", "max_connections", 1000, ge=1)
 
     @field_validator("analysis_include", mode="before")
     @classmethod

@@ -104,7 +104,9 @@ class Fleet:
                 [{"name": "file", "type": "file", "path": f"{self.root}/{name}/"}]
             ),
         }
-        replica = self._spawn(name, port, ["serve", "--host", "127.0.0.1", "--port", str(port)], env)
+        replica = self._spawn(
+            name, port, ["serve", "--host", "127.0.0.1", "--port", str(port), "--admin-port", "0"], env
+        )
         self.replicas.append(replica)
         return replica
 

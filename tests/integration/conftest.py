@@ -10,13 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from receiver.app import create_app
+from receiver.app import admin_app, create_app
 from receiver.sandbox import Sandbox
 from tests.integration.harness import (
     Sink,
     Stack,
     receiver_settings,
     sandbox_config,
+    start_listener,
     start_server,
     stop_server,
 )
@@ -49,12 +50,14 @@ async def make_stack(tmp_path: Path, database: str) -> AsyncIterator[StackFactor
             files = tmp_path / "deliveries"
             settings = receiver_settings(box_url, database, sink_url, files, **receiver)
             app = create_app(settings, worker_tick=0.05, pause_seconds=(0.3, 1.0))
-            server, url = await start_server(app)
+            server, url = await start_listener(app, settings)
             exits.push_async_callback(stop_server, server)
+            admin_server, admin_url = await start_listener(admin_app(app), settings, lifespan="off")
+            exits.push_async_callback(stop_server, admin_server)
             box.update_config({"webhook_url": f"{url}/webhooks/kallglot"})
             http = httpx.AsyncClient(timeout=10)
             exits.push_async_callback(http.aclose)
-            return Stack(box, box_url, url, app, sink, files, http)
+            return Stack(box, box_url, url, admin_url, app, sink, files, http)
 
         yield make
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.cli import build_event
+from receiver.listeners import Address, bind, make_server
 from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET, Sandbox, SandboxConfig
 from receiver.settings import load_settings
 from receiver.signing import sign_kallglot, sign_standard_webhooks
@@ -33,9 +34,9 @@ SINK_SECRET = "whsec_c2luay1zZWNyZXQtZm9yLXRlc3RzLTEyMzQ1"
 ADMIN_TOKEN = "test-admin-token"
 
 
-async def start_server(app: Any) -> tuple[uvicorn.Server, str]:
+async def start_server(app: Any, *, lifespan: str = "on") -> tuple[uvicorn.Server, str]:
     """Run ``app`` (lifespan included) on a free loopback port; return the server and its URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan, ws="none")
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
@@ -44,6 +45,19 @@ async def start_server(app: Any) -> tuple[uvicorn.Server, str]:
         raise RuntimeError("the server failed to start")
     port = server.servers[0].sockets[0].getsockname()[1]
     return server, f"http://127.0.0.1:{port}"
+
+
+async def start_listener(
+    app: Any, settings: Any, *, lifespan: Literal["on", "off"] = "on"
+) -> tuple[uvicorn.Server, str]:
+    """Run one of the receiver's listeners as ``serve`` does (slow-client guards included), on a
+    free loopback port; ``stop_server`` stops it."""
+    sock = bind(Address("127.0.0.1", 0, "RECEIVER_PORT"))
+    server = make_server(app, settings, lifespan=lifespan)
+    await server.startup(sockets=[sock])
+    if server.should_exit:
+        raise RuntimeError("the server failed to start")
+    return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def wait_for(condition: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
@@ -104,7 +118,8 @@ class Sink:
 class Stack:
     sandbox: Sandbox
     sandbox_url: str
-    url: str
+    url: str  # the public listener: inbound webhooks and health
+    admin_url: str  # the admin listener: /metrics, /admin/*, /openapi.json, health
     app: Any
     sink: Sink
     files: Path
@@ -144,7 +159,7 @@ class Stack:
 
     async def call(self, session_id: str) -> dict[str, Any] | None:
         response = await self.http.get(
-            f"{self.url}/admin/calls/{session_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            f"{self.admin_url}/admin/calls/{session_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         )
         return response.json() if response.status_code == 200 else None
 
@@ -164,7 +179,7 @@ class Stack:
         return [json.loads(p.read_text()) for p in sorted(self.files.glob("*.json"))]
 
     async def metrics(self) -> str:
-        return (await self.http.get(f"{self.url}/metrics")).text
+        return (await self.http.get(f"{self.admin_url}/metrics")).text
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -99,7 +99,7 @@ def test_check_config_fails_with_one_line_naming_the_setting(env: dict[str, str]
 )
 def test_serve_refuses_to_start_with_one_line_naming_the_setting(env: dict[str, str], named: str) -> None:
     result = run(
-        ["serve", "--port", "1"],
+        ["serve", "--port", "0", "--admin-port", "0"],
         {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s-0123456789abcdef", **env},
     )
 
@@ -135,6 +135,8 @@ async def test_send_signs_events_the_receiver_accepts_and_follows_the_call(stack
             "sess_cli1",
             "--to",
             stack.url,
+            "--admin-url",
+            stack.admin_url,
             "--admin-token",
             ADMIN_TOKEN,
             "--wait",
@@ -207,3 +209,45 @@ def test_check_config_hides_credentials_inside_urls_and_secret_files_work(tmp_pa
     assert shown["RECEIVER_HANDLERS"][1]["webhook_url"] == "https://hooks.slack.com/services/T1/B2/***"
     for secret in ("urlpassword", "urltoken", "slackpath", "admin-token-from-a-file"):
         assert secret not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        ([], {"RECEIVER_MAX_CONNECTIONS": "0"}, "RECEIVER_MAX_CONNECTIONS"),
+        ([], {"RECEIVER_BODY_TIMEOUT_SECONDS": "-1"}, "RECEIVER_BODY_TIMEOUT_SECONDS"),
+        ([], {"RECEIVER_ADMIN_PORT": "70000"}, "RECEIVER_ADMIN_PORT"),
+        (["--admin-port", "{busy}"], {}, "RECEIVER_ADMIN_PORT"),
+        (["--port", "{busy}"], {}, "RECEIVER_PORT"),
+        ([], {"RECEIVER_ADMIN_HOST": "192.0.2.1"}, "RECEIVER_ADMIN_HOST"),
+        ([], {"RECEIVER_ADMIN_HOST": "no-such-host.invalid"}, "RECEIVER_ADMIN_HOST"),
+    ],
+    ids=[
+        "max-connections-0",
+        "negative-body-timeout",
+        "admin-port-out-of-range",
+        "admin-port-busy",
+        "port-busy",
+        "admin-host-not-local",
+        "admin-host-unknown",
+    ],
+)
+def test_serve_refuses_bad_listener_settings_with_one_line_naming_the_setting(
+    args: list[str], env: dict[str, str], named: str
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        defaults = ["--port", "0", "--admin-port", "0"]
+        result = run(
+            ["serve", *defaults, *(arg.replace("{busy}", port) for arg in args)],
+            {"KALLGLOT_API_KEY": "k", "KALLGLOT_WEBHOOK_SECRETS": "s-0123456789abcdef", **env},
+        )
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]

@@ -258,7 +258,7 @@ async def test_a_telephony_call_and_an_enriched_kallglot_call_reach_every_handle
 
 
 async def _dead_letters(stack: Stack) -> dict[str, str]:
-    listing = await stack.http.get(f"{stack.url}/admin/dead-letters", headers=ADMIN)
+    listing = await stack.http.get(f"{stack.admin_url}/admin/dead-letters", headers=ADMIN)
     return {d["handler"]: d["last_error"] for d in listing.json()["dead_letters"]}
 
 
@@ -293,7 +293,7 @@ async def test_replaying_every_dead_letter_redelivers_without_a_second_record_or
 
     dest.sink.fail_with = None
     await dest.create_bucket()
-    replay = await stack.http.post(f"{stack.url}/admin/dead-letters/replay", json={}, headers=ADMIN)
+    replay = await stack.http.post(f"{stack.admin_url}/admin/dead-letters/replay", json={}, headers=ADMIN)
 
     assert replay.json() == {"replayed": 4}
     await stack.wait_state("sess_fanout_replay", "delivered", timeout=20)

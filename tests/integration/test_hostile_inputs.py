@@ -161,24 +161,37 @@ async def test_bad_call_ended_events_are_refused_and_spend_nothing(
     assert stack.stats()["analysis_posts"] == 0
 
 
+_ADMIN = {"Authorization": "Bearer test-admin-token"}
+
+
 @pytest.mark.parametrize(
-    ("method", "path", "headers", "status"),
+    ("listener", "method", "path", "headers", "status"),
     [
-        ("GET", "/webhooks/kallglot", {}, 405),
-        ("GET", "/nowhere", {}, 404),
-        ("GET", "/admin/calls/sess_x", {}, 401),
-        ("GET", "/admin/calls/sess_x", {"Authorization": "Bearer wrong"}, 401),
-        ("GET", "/admin/calls/sess_x", {"Authorization": "Basic dGVzdC1hZG1pbi10b2tlbg=="}, 401),
-        ("GET", "/admin/calls/sess_x", {"Authorization": "Bearer test-admin-token"}, 404),
-        ("GET", "/admin/dead-letters?since=yesterday", {"Authorization": "Bearer test-admin-token"}, 400),
-        ("GET", "/admin/dead-letters?limit=-1", {"Authorization": "Bearer test-admin-token"}, 400),
-        ("POST", "/admin/dead-letters/replay", {"Authorization": "Bearer wrong"}, 401),
+        ("public", "GET", "/webhooks/kallglot", {}, 405),
+        ("public", "GET", "/nowhere", {}, 404),
+        ("public", "GET", "/metrics", {}, 404),
+        ("public", "GET", "/openapi.json", {}, 404),
+        ("public", "GET", "/admin/calls/sess_x", _ADMIN, 404),
+        ("public", "POST", "/admin/dead-letters/replay", _ADMIN, 404),
+        ("admin", "POST", "/webhooks/kallglot", {}, 404),
+        ("admin", "POST", "/events/call-ended", {}, 404),
+        ("admin", "GET", "/nowhere", {}, 404),
+        ("admin", "GET", "/admin/calls/sess_x", {}, 401),
+        ("admin", "GET", "/admin/calls/sess_x", {"Authorization": "Bearer wrong"}, 401),
+        ("admin", "GET", "/admin/calls/sess_x", {"Authorization": "Basic dGVzdC1hZG1pbi10b2tlbg=="}, 401),
+        ("admin", "GET", "/admin/calls/sess_x", _ADMIN, 404),
+        ("admin", "GET", "/admin/dead-letters?since=yesterday", _ADMIN, 400),
+        ("admin", "GET", "/admin/dead-letters?limit=-1", _ADMIN, 400),
+        ("admin", "GET", "/admin/dead-letters?handler=a%00b", _ADMIN, 400),
+        ("admin", "GET", "/admin/dead-letters?session_id=sess_%00", _ADMIN, 400),
+        ("admin", "POST", "/admin/dead-letters/replay", {"Authorization": "Bearer wrong"}, 401),
     ],
 )
 async def test_other_requests_get_json_errors(
-    stack: Stack, method: str, path: str, headers: dict[str, str], status: int
+    stack: Stack, listener: str, method: str, path: str, headers: dict[str, str], status: int
 ) -> None:
-    response = await stack.http.request(method, f"{stack.url}{path}", headers=headers)
+    base = stack.url if listener == "public" else stack.admin_url
+    response = await stack.http.request(method, f"{base}{path}", headers=headers)
 
     assert response.status_code == status
     assert response.json()["error"]["code"]
@@ -186,7 +199,7 @@ async def test_other_requests_get_json_errors(
 
 async def test_replay_refuses_a_body_that_is_not_an_object(stack: Stack) -> None:
     response = await stack.http.post(
-        f"{stack.url}/admin/dead-letters/replay",
+        f"{stack.admin_url}/admin/dead-letters/replay",
         content=b"[1]",
         headers={"Authorization": "Bearer test-admin-token"},
     )

@@ -283,7 +283,7 @@ async def test_a_permanent_failure_is_dead_lettered_and_replay_delivers_without_
     await stack.session_ended("sess_dead1")
     await wait_for(lambda: _dead_letters(stack), what="a dead letter")
     listing = await stack.http.get(
-        f"{stack.url}/admin/dead-letters", headers={"Authorization": "Bearer test-admin-token"}
+        f"{stack.admin_url}/admin/dead-letters", headers={"Authorization": "Bearer test-admin-token"}
     )
     [dead] = listing.json()["dead_letters"]
     assert dead["handler"] == "sink"
@@ -291,7 +291,7 @@ async def test_a_permanent_failure_is_dead_lettered_and_replay_delivers_without_
 
     stack.sink.fail_with = None
     replay = await stack.http.post(
-        f"{stack.url}/admin/dead-letters/replay",
+        f"{stack.admin_url}/admin/dead-letters/replay",
         json={"handler": "sink"},
         headers={"Authorization": "Bearer test-admin-token"},
     )

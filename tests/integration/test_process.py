@@ -43,6 +43,8 @@ class Receiver:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_port = _free_port()
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.env = env
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -50,7 +52,16 @@ class Receiver:
     async def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "receiver",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--admin-port",
+                    str(self.admin_port),
+                ],
                 env=self.env,
                 stdout=out,
                 stderr=out,
@@ -62,7 +73,9 @@ class Receiver:
                 if self.process.poll() is not None:
                     raise AssertionError(f"receiver exited: {self.log.read_text()[-2000:]}")
                 try:
-                    return (await client.get(f"{self.url}/readyz")).status_code == 200
+                    public = await client.get(f"{self.url}/readyz")
+                    admin = await client.get(f"{self.admin_url}/readyz")
+                    return public.status_code == admin.status_code == 200
                 except httpx.HTTPError:
                     return False
 
@@ -200,3 +213,75 @@ async def test_sigterm_gives_back_a_delivery_that_outlasts_the_grace_period(
     with sqlite3.connect(tmp_path / "receiver.db") as db:
         rows = db.execute("SELECT state, lease_owner, attempts FROM deliveries").fetchall()
     assert rows == [("pending", None, 0)]
+
+
+async def test_sigterm_bounds_the_whole_shutdown_by_the_grace_period(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """A slow in-flight request and a slow in-flight delivery share ONE deadline: grace, not 2 x grace."""
+    receiver: Receiver = world["receiver"]
+    box: Sandbox = world["sandbox"]
+    sink: Sink = world["sink"]
+    box.update_config({"webhook_url": f"{receiver.url}/webhooks/kallglot"})
+    sink.delay = 60
+    grace = 3.0
+    receiver.env["RECEIVER_SHUTDOWN_GRACE_SECONDS"] = str(grace)
+    receiver.env["RECEIVER_BODY_TIMEOUT_SECONDS"] = "30"
+    await receiver.start()
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert await _send(client, receiver.url, "sess_bound1") == 200
+    await wait_for(lambda: sink.attempts >= 1, timeout=40, what="the delivery to be in flight")
+    # A request still in flight at the signal: its body arrives slowly, well past the grace period.
+    _, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+    writer.write(b"POST /webhooks/kallglot HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    await writer.drain()
+    await asyncio.sleep(0.3)  # let the server start the request (nothing to wait on from outside)
+    started = time.monotonic()
+    receiver.signal(signal.SIGTERM)
+    code = await asyncio.to_thread(receiver.wait, 40)
+    elapsed = time.monotonic() - started
+    writer.close()
+    await writer.wait_closed()
+
+    assert code == 0
+    assert elapsed < grace + 1.5, f"shutdown took {elapsed:.1f}s with a grace of {grace}s"
+    with sqlite3.connect(tmp_path / "receiver.db") as db:
+        rows = db.execute("SELECT state, lease_owner, attempts FROM deliveries").fetchall()
+    assert rows == [("pending", None, 0)], "the delivery cut short is given back"
+
+
+async def test_the_public_and_admin_listeners_serve_separate_endpoints(world: dict[str, Any]) -> None:
+    receiver: Receiver = world["receiver"]
+    await receiver.start()
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        public = {
+            path: (await client.get(f"{receiver.url}{path}", headers=auth)).status_code
+            for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/admin/calls/sess_x")
+        }
+        admin = {
+            path: (await client.get(f"{receiver.admin_url}{path}", headers=auth)).status_code
+            for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/admin/calls/sess_x")
+        }
+        webhook_on_admin = await client.post(f"{receiver.admin_url}/webhooks/kallglot", content=b"{}")
+        webhook_on_public = await client.post(f"{receiver.url}/webhooks/kallglot", content=b"{}")
+
+    assert public == {
+        "/healthz": 200,
+        "/readyz": 200,
+        "/metrics": 404,
+        "/openapi.json": 404,
+        "/admin/calls/sess_x": 404,
+    }
+    assert admin == {
+        "/healthz": 200,
+        "/readyz": 200,
+        "/metrics": 200,
+        "/openapi.json": 200,
+        "/admin/calls/sess_x": 404,
+    }
+    assert webhook_on_admin.status_code == 404
+    assert webhook_on_admin.json()["error"]["code"] == "not_found"
+    assert webhook_on_public.status_code == 401
