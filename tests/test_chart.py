@@ -363,6 +363,26 @@ def test_dashboard_uses_only_contract_metrics_and_ships_as_a_labelled_configmap(
     assert json.loads(configmap["data"]["kallglot-receiver.json"]) == dashboard
 
 
+STORE_WIDE = (
+    "receiver_backlog",
+    "receiver_oldest_pending_seconds",
+    "receiver_dead_letters",
+    "receiver_calls",
+)
+
+
+def test_dashboard_takes_the_max_of_store_wide_gauges_so_replicas_do_not_multiply_them() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "kallglot-receiver.json").read_text(encoding="utf-8"))
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for name in STORE_WIDE:
+        using = [e for e in expressions if re.search(rf"\b{name}\b", e)]
+        assert using, f"no panel shows {name}"
+        for expression in using:
+            assert re.match(r"^max(\s+by\s*\([^)]*\))?\s*\(", expression), expression
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"Store up", "Kallglot errors by code", "Malformed inbound events", "Rate-limit use"} <= titles
+
+
 def test_the_plain_manifest_copy_of_the_dashboard_is_identical() -> None:
     assert (ROOT / "deploy" / "grafana" / "kallglot-receiver.json").read_bytes() == (
         CHART / "dashboards" / "kallglot-receiver.json"
