@@ -77,6 +77,13 @@ async def test_one_call_is_one_trace_across_intake_start_and_every_delivery(
     started = [line for line in json_logs.lines if line["event"] == "analysis.started"]
     assert started
     assert started[0]["trace_id"] == f"{trace_id:032x}"
+    [start_call] = [
+        line
+        for line in json_logs.lines
+        if line["event"] == "kallglot.response" and line["operation"] == "start_analysis"
+    ]
+    assert start_call["request_id"].startswith("req_")  # Kallglot's X-Request-ID, for their support
+    assert start_call["trace_id"] == f"{trace_id:032x}"
 
 
 def test_a_call_has_the_same_trace_id_in_every_process_and_different_calls_do_not_share_it() -> None:
