@@ -86,6 +86,29 @@ async def test_one_call_is_one_trace_across_intake_start_and_every_delivery(
     assert start_call["trace_id"] == f"{trace_id:032x}"
 
 
+async def test_polls_of_a_call_whose_webhook_never_came_join_its_trace(
+    make_stack: StackFactory, spans: InMemorySpanExporter
+) -> None:
+    stack = await make_stack(sandbox={"webhook_drop_rate": 1.0})
+    await stack.session_ended("sess_trace_poll1")
+    view = await stack.wait_state("sess_trace_poll1", "delivered")
+    assert view["finished_via"] == "poll"
+
+    trace_id, _ = tracing.call_ids("sess_trace_poll1")
+    follows = [
+        s for s in spans.get_finished_spans() if s.name == "call.follow" and s.context.trace_id == trace_id
+    ]
+    assert follows
+    polled = [
+        s
+        for s in spans.get_finished_spans()
+        if s.kind.name == "CLIENT"
+        and s.parent is not None
+        and s.parent.span_id == follows[-1].context.span_id
+    ]
+    assert polled, "the poll's GET /analyses/{id} has no client span under call.follow"
+
+
 def test_a_call_has_the_same_trace_id_in_every_process_and_different_calls_do_not_share_it() -> None:
     assert tracing.call_ids("sess_a") == tracing.call_ids("sess_a")
     assert tracing.call_ids("sess_a")[0] != tracing.call_ids("sess_b")[0]
