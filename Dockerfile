@@ -4,19 +4,25 @@
 # works with a read-only root filesystem (only /data, SQLite's directory, needs to be writable).
 #
 #   docker build -t kallglot-receiver --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
-#   docker run --read-only --tmpfs /tmp -v receiver-data:/data -p 8080:8080 \
+#   docker run --read-only --tmpfs /tmp -v receiver-data:/data -p 8080:8080 -p 127.0.0.1:9090:9090 \
 #     -e KALLGLOT_API_KEY=sk_test_… -e KALLGLOT_WEBHOOK_SECRETS=… kallglot-receiver
+#
+# Reproducible: the base image is pinned by digest (the multi-architecture index of
+# python:3.11.15-slim-bookworm; bump tag and digest together) and every dependency by version and
+# hash in requirements.lock (`bash .ci/lock` regenerates it; CI fails when it is stale).
 
-FROM python:3.11-slim-bookworm AS build
+FROM python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3 AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY requirements.lock pyproject.toml README.md ./
 COPY receiver ./receiver
 COPY handlers ./handlers
-RUN pip wheel --wheel-dir /wheels .
+# Dependencies exactly as locked (hash-checked), then the package itself without resolving again.
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock \
+ && pip wheel --no-deps --wheel-dir /wheels .
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3 AS runtime
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -44,16 +50,20 @@ RUN groupadd --system --gid 10001 receiver \
  && mkdir -p /data \
  && chown receiver:receiver /data
 
-# Install from the first stage's wheels only: no compiler, no network, no wheel left in a layer.
+# Install the first stage's wheels only (no compiler, no network, no resolver, no wheel left in a
+# layer), check them for consistency, then drop the packaging tools: nothing for development stays.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/kallglot_receiver-*.whl \
- && kallglot-receiver --help > /dev/null
+    pip install --no-cache-dir --no-index --no-deps /wheels/*.whl \
+ && pip check \
+ && kallglot-receiver --help > /dev/null \
+ && python -m pip uninstall --yes setuptools wheel pip
 
 # The only writable place the service needs; `serve --sandbox` writes ./data/ here too.
 VOLUME ["/data"]
 WORKDIR /data
 USER 10001:10001
-EXPOSE 8080
+# 8080: the public webhooks; 9090: /metrics, /admin and the console (keep it private).
+EXPOSE 8080 9090
 
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]

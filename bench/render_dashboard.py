@@ -62,6 +62,8 @@ def collect(
                 f"sess_dash{sent:05d}",
                 "--to",
                 url,
+                "--wait",
+                "0",
             ]
             if secret:
                 command += ["--secret", secret]
@@ -83,22 +85,31 @@ def gauge(
     name: str,
     by: tuple[str, ...] = (),
     agg: Callable[[list[float]], float] = sum,
+    where: Callable[[dict[str, str]], bool] = lambda labels: True,
 ) -> Series:
-    """`agg by (by) (name)` at every scrape."""
+    """`agg by (by) (name{where})` at every scrape."""
     out: Series = defaultdict(list)
     for t, data in samples:
         groups: dict[str, list[float]] = defaultdict(list)
         for key, value in data.get(name, {}).items():
             labels = _labels(key)
+            if not where(labels):
+                continue
             groups[" ".join(labels.get(b, "") for b in by) or name].append(value)
         for group, values in groups.items():
             out[group].append((t, agg(values)))
     return dict(out)
 
 
-def rate(samples: list[tuple[float, Scrape]], name: str, by: tuple[str, ...], window: float) -> Series:
-    """`sum by (by) (rate(name[window]))`, counter resets ignored (short runs)."""
-    totals = gauge(samples, name, by)
+def rate(
+    samples: list[tuple[float, Scrape]],
+    name: str,
+    by: tuple[str, ...],
+    window: float,
+    where: Callable[[dict[str, str]], bool] = lambda labels: True,
+) -> Series:
+    """`sum by (by) (rate(name{where}[window]))`, counter resets ignored (short runs)."""
+    totals = gauge(samples, name, by, where=where)
     out: Series = {}
     for group, points in totals.items():
         series = []
@@ -174,7 +185,8 @@ def plot(samples: list[tuple[float, Scrape]], out: Path, window: float) -> None:
                 gauge(samples, "kallglot_api_ratelimit_limit", agg=max),
             ),
         ),
-        ("Calls by state (backlog per stage)", "calls", gauge(samples, "receiver_backlog", ("stage",))),
+        # Store-wide gauges: every replica reads the same store, so max over replicas, never sum.
+        ("Calls by state (backlog per stage)", "calls", gauge(samples, "receiver_backlog", ("stage",), max)),
         (
             "Analyses started and finished",
             "per second",
@@ -205,15 +217,58 @@ def plot(samples: list[tuple[float, Scrape]], out: Path, window: float) -> None:
             "per second",
             rate(samples, "receiver_deliveries_total", ("handler", "outcome"), window),
         ),
-        ("Dead letters", "deliveries", gauge(samples, "receiver_dead_letters", ("handler",))),
+        ("Dead letters", "deliveries", gauge(samples, "receiver_dead_letters", ("handler",), max)),
         (
             "Oldest pending call per stage",
             "seconds",
             gauge(samples, "receiver_oldest_pending_seconds", ("stage",), max),
         ),
+        (
+            "Store up",
+            "1 = up",
+            {
+                **_only("min", gauge(samples, "receiver_store_up", agg=min)),
+                **_only("max", gauge(samples, "receiver_store_up", agg=max)),
+            },
+        ),
+        (
+            "Kallglot errors by code",
+            "per second",
+            rate(
+                samples,
+                "kallglot_api_requests_total",
+                ("operation", "status"),
+                window,
+                where=lambda labels: not labels.get("status", "").startswith("2"),
+            ),
+        ),
+        (
+            "Malformed inbound events",
+            "per second",
+            rate(
+                samples,
+                "receiver_events_total",
+                ("source",),
+                window,
+                where=lambda labels: labels.get("outcome") == "malformed",
+            ),
+        ),
+        (
+            "Rate-limit use",
+            "used share",
+            {
+                "used": [
+                    (t, 1.0 - v)
+                    for t, v in _ratio(
+                        gauge(samples, "kallglot_api_ratelimit_remaining", agg=min),
+                        gauge(samples, "kallglot_api_ratelimit_limit", agg=max),
+                    )["remaining / limit"]
+                ]
+            },
+        ),
     ]
     plt.style.use("dark_background")
-    fig, axes = plt.subplots(4, 2, figsize=(16, 14), constrained_layout=True)
+    fig, axes = plt.subplots(6, 2, figsize=(16, 20), constrained_layout=True)
     fig.suptitle("Kallglot receiver — sandbox run", fontsize=16, fontweight="bold")
     for ax, (title, unit, series) in zip(axes.flat, panels, strict=True):
         ax.set_title(title, loc="left", fontsize=11)

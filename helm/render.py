@@ -2,7 +2,7 @@
 
 Used by .ci/chart-checks and tests/test_chart.py, so both see exactly what Helm would render:
 
-    python helm/render.py template CHART [-f values.yaml]... [--set k=v]... [-o out.yaml]
+    python helm/render.py template CHART [-f values.yaml]... [--set k=v]... [--set-json k=JSON]... [-o out.yaml]
     python helm/render.py lint CHART [--kube-version v1.31.0]   # strict, once per ci/*-values.yaml
 
 `template` validates the values against values.schema.json first, then renders every template,
@@ -13,6 +13,7 @@ prints Helm's message on stderr and exits 1.
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 from typing import Any
@@ -30,13 +31,19 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def user_values(files: list[str], sets: list[str]) -> dict[str, Any]:
-    """Values the way `helm -f a.yaml -f b.yaml --set x=y` composes them (later wins)."""
+def user_values(files: list[str], sets: list[str], set_json: list[str] | None = None) -> dict[str, Any]:
+    """Values the way `helm -f a.yaml --set x=y --set-json k=JSON` composes them (later wins)."""
     values: dict[str, Any] = {}
     for path in files:
         values = _merge(values, helm.values_from_yaml(pathlib.Path(path).read_text()))
     for expression in sets:
         values = _merge(values, helm.parse_set_string(expression))
+    for expression in set_json or []:
+        key, _, raw = expression.partition("=")
+        value: Any = json.loads(raw)
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        values = _merge(values, value)
     return values
 
 
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     tpl.add_argument("chart")
     tpl.add_argument("-f", "--values", action="append", default=[])
     tpl.add_argument("--set", action="append", default=[])
+    tpl.add_argument("--set-json", action="append", default=[])
     tpl.add_argument("--name", default="kallglot-receiver")
     tpl.add_argument("--namespace", default="kallglot")
     tpl.add_argument("-o", "--output")
@@ -96,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return lint(args.chart, args.kube_version)
     try:
         stream = render(
-            args.chart, user_values(args.values, args.set), name=args.name, namespace=args.namespace
+            args.chart,
+            user_values(args.values, args.set, args.set_json),
+            name=args.name,
+            namespace=args.namespace,
         )
     except helm.HelmError as exc:
         print(f"Error: {exc}", file=sys.stderr)

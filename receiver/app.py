@@ -27,6 +27,7 @@ from receiver.delivery import Handler, HandlerContext, HandlerOptions
 from receiver.kallglot import KallglotClient
 from receiver.metrics import Metrics
 from receiver.registry import build_handler, parse_handlers
+from receiver.requestmetrics import RequestMetrics
 from receiver.routes import ADMIN_ROUTES, EXCEPTION_HANDLERS, PUBLIC_ROUTES, HttpState
 from receiver.routing import Route, Router
 from receiver.service import AnalysisSettings, Service
@@ -197,7 +198,10 @@ def create_app(
             for hook in on_shutdown or ():
                 await hook()
 
-    middleware = [Middleware(BodyDeadline, seconds=settings.body_timeout_seconds)]
+    middleware = [
+        Middleware(RequestMetrics),
+        Middleware(BodyDeadline, seconds=settings.body_timeout_seconds),
+    ]
     public = Starlette(
         routes=[*PUBLIC_ROUTES, *(mounts or [])],
         exception_handlers=EXCEPTION_HANDLERS,

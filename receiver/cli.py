@@ -60,8 +60,10 @@ def sandbox_overrides(port: int) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from starlette.routing import Mount
 
+    from receiver import tracing
     from receiver.app import admin_app, create_app
     from receiver.listeners import Address, bind, serve
+    from receiver.metrics import package_version
     from receiver.observability import configure_logging, configure_sentry
 
     sockets: list[Any] = []
@@ -84,7 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         configure_logging(settings.log_format, settings.log_level)
         dsn = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None
-        configure_sentry(dsn, settings.sentry_environment, "0.1.0")
+        configure_sentry(dsn, settings.sentry_environment)
+        tracing.configure(package_version())
         mounts: list[Mount] = []
         startup, shutdown = [], []
         if args.sandbox:

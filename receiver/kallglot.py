@@ -17,6 +17,7 @@ Every response updates the credit and rate-limit gauges and the pacer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ import httpx
 from receiver import jsonsafe
 from receiver.metrics import Metrics
 from receiver.pacing import Pacer, parse_rate_limit, parse_retry_after
+
+log = logging.getLogger("receiver.kallglot")
 
 #: The longest wait any answer may impose (a 429 ``Retry-After``, a body ``retry_after``): far below
 #: the ~24 h for which Kallglot keeps an Idempotency-Key, so a retried start is always recognised.
@@ -179,6 +182,7 @@ class KallglotClient:
             self._metrics.kallglot_request(operation, "error", time.perf_counter() - started)
             raise Unavailable(operation, f"{type(exc).__name__}") from exc
         self._metrics.kallglot_request(operation, str(response.status_code), time.perf_counter() - started)
+        _log_response(operation, response)
         now = self._clock()
         rate = parse_rate_limit(response.headers, now)
         pacer.observe(rate, now)
@@ -287,3 +291,16 @@ class KallglotClient:
             "get_transcript", "read", "GET", f"sessions/{quote(session_id, safe='')}/transcript"
         )
         return self._json("get_transcript", response)
+
+
+def _log_response(operation: str, response: httpx.Response) -> None:
+    """Every answer with Kallglot's X-Request-ID, the id their support asks for."""
+    log.log(
+        logging.INFO if response.status_code < 400 else logging.WARNING,
+        "kallglot.response",
+        extra={
+            "operation": operation,
+            "status": response.status_code,
+            "request_id": response.headers.get("x-request-id"),
+        },
+    )

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 from receiver.pacing import RateLimit
 from receiver.store import Stats
@@ -19,7 +29,7 @@ ACTIVE_STATES = ("received", "starting", "processing", "stale", "completed", "fa
 class Metrics:
     """Owns every metric; components call its small methods instead of touching collectors."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, version: str | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.credits_remaining = Gauge(
@@ -108,6 +118,7 @@ class Metrics:
         )
         self._orphaned_labels: set[str] = set()
         self._event_children: dict[tuple[str, str, str], Any] = {}
+        self._add_runtime_metrics(r, version)
         # Unknown until Kallglot answers once: NaN, so that "credits below N" alerts do not fire at start.
         for gauge in (
             self.credits_remaining,
@@ -116,6 +127,22 @@ class Metrics:
             self.ratelimit_limit,
         ):
             gauge.set(float("nan"))
+
+    def _add_runtime_metrics(self, r: CollectorRegistry, version: str | None) -> None:
+        """Build info, the process/Python/GC collectors and the inbound request histogram."""
+        self.build_info = Info("receiver_build", "The running receiver's version", registry=r)
+        self.build_info.info({"version": version or package_version()})
+        # The default registry's collectors are registered there only: our injected registry needs its own.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.http_duration = Histogram(
+            "receiver_http_request_duration_seconds",
+            "Inbound HTTP requests by route template and status class",
+            ["method", "route", "status"],
+            buckets=_LATENCY,
+            registry=r,
+        )
 
     def declare_handlers(self, names: Iterable[str]) -> None:
         """Export zeros for every handler so dashboards and alerts see the series from the start."""
@@ -164,3 +191,11 @@ class Metrics:
         self._orphaned_labels |= set(counts)
         for name in self._orphaned_labels:
             self.orphaned_deliveries.labels(name).set(counts.get(name, 0))
+
+
+def package_version() -> str:
+    """The installed package's version (what `pip show kallglot-receiver` says)."""
+    try:
+        return importlib.metadata.version("kallglot-receiver")
+    except importlib.metadata.PackageNotFoundError:  # running from a plain source tree
+        return "0+unknown"

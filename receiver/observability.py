@@ -17,6 +17,9 @@ import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.integrations.starlette import StarletteIntegration
 
+from receiver import tracing
+from receiver.metrics import package_version
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
@@ -36,6 +39,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        out.update(tracing.log_fields())
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 out[key] = value
@@ -59,9 +63,24 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class UvicornNames(logging.Filter):
+    """uvicorn logs its lifecycle ("Started server process", "Waiting for connections to close")
+    as ``uvicorn.error`` at INFO: name those lines ``uvicorn`` so no one hunts for an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error":
+            record.name = "uvicorn"
+        return True
+
+
 def configure_logging(fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(UvicornNames())
+    # With log_config=None uvicorn adds no handlers: its records reach ours through the root.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -89,14 +108,28 @@ def scrub_event(event: Any, hint: Any = None) -> Any:
     return event
 
 
-def configure_sentry(dsn: str | None, environment: str | None, release: str) -> bool:
+def configure_sentry(dsn: str | None, environment: str | None, release: str | None = None) -> bool:
+    """Errors to Sentry, release = ``kallglot-receiver@<package version>``.
+
+    Only ERROR logs become events. Per-call trouble (a retry, a dead letter) is a WARNING log and
+    a metric; an outage is one event when it starts (``report_outage``), never one per call.
+    """
     if not dsn:
         return False
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
-        release=release,
-        send_default_pii=False,
+        release=f"kallglot-receiver@{release or package_version()}",
+        # Collect no user, cookie, header, body, query or local-variable data at all (scrub_event
+        # below is the second line of defence).
+        data_collection={
+            "user_info": False,
+            "cookies": {"mode": "off"},
+            "http_headers": {"request": {"mode": "off"}},
+            "http_bodies": [],
+            "url_query_params": {"mode": "off"},
+            "stack_frame_variables": False,
+        },
         include_local_variables=False,
         max_request_body_size="never",
         before_send=scrub_event,
@@ -107,3 +140,9 @@ def configure_sentry(dsn: str | None, environment: str | None, release: str) -> 
         ],
     )
     return True
+
+
+def report_outage(component: str, detail: str) -> None:
+    """One Sentry event when a destination starts failing (a circuit opens), not one per call."""
+    if sentry_sdk.get_client().is_active():
+        sentry_sdk.capture_message(f"{component} outage: {detail}", level="error")

@@ -40,6 +40,7 @@ from receiver.pacing import backoff
 from receiver.routing import Router, document, narrow
 from receiver.store import Accepted, AnalysisResult, CallRecord, DeliveryJob, Finished, NewCall, Store
 from receiver.store.keys import analysis_key
+from receiver.tracing import stage
 
 log = logging.getLogger("receiver")
 
@@ -105,6 +106,7 @@ class Service:
     def _analysis_key(self, session_id: str) -> str:
         return analysis_key(session_id, self.settings.profile, self.settings.include)
 
+    @stage("intake", lambda event: event.session_id)
     async def accept_kallglot(self, event: KallglotEvent) -> Accepted:
         now = self.clock()
         if event.type in SESSION_END_TYPES:
@@ -146,6 +148,7 @@ class Service:
             return outcome
         return Accepted.IGNORED
 
+    @stage("intake", lambda webhook_id, event: event.session_id)
     async def accept_call_ended(self, webhook_id: str, event: CallEnded) -> Accepted:
         outcome = await self.store.accept_call(
             TELEPHONY,
@@ -202,6 +205,7 @@ class Service:
 
     # --- starting ---------------------------------------------------------------------------
 
+    @stage("start", lambda call: call.session_id)
     async def start(self, call: CallRecord) -> None:
         """Start the call's analysis once; every failure leaves the call queued or finished with a reason."""
         now = self.clock()
@@ -320,6 +324,7 @@ class Service:
 
     # --- following --------------------------------------------------------------------------
 
+    @stage("follow", lambda call: call.session_id)
     async def poll(self, call: CallRecord) -> None:
         sid = call.session_id
         now = self.clock()
@@ -377,6 +382,7 @@ class Service:
             document=doc,
         )
 
+    @stage("delivery", lambda job, timeout: job.delivery.session_id)
     async def deliver(self, job: DeliveryJob, timeout: float) -> DeliveryError | None:
         """One attempt; returns the classified error (None on success) after recording the outcome."""
         record = job.delivery
@@ -413,7 +419,7 @@ class Service:
         if isinstance(error, PermanentDeliveryError) or exhausted:
             await self.store.dead_letter(record.id, error.reason, now)
             self.metrics.deliveries.labels(record.handler, "dead_lettered").inc()
-            log.error(
+            log.warning(
                 "delivery.dead_lettered",
                 extra={"session_id": record.session_id, "handler": record.handler, "reason": error.reason},
             )

@@ -20,6 +20,7 @@ from typing import Any
 import sentry_sdk
 
 from receiver.delivery import CircuitPolicy, PermanentDeliveryError
+from receiver.observability import report_outage
 from receiver.service import Service
 from receiver.store import CallRecord, DeliveryJob, StoreError
 
@@ -234,7 +235,8 @@ class Deliverer(Loop):
     def _circuit_changed(self, handler: str, is_open: bool) -> None:
         self.service.metrics.circuit_open.labels(handler).set(1 if is_open else 0)
         if is_open:
-            log.error("handler.circuit_open", extra={"handler": handler})
+            log.warning("handler.circuit_open", extra={"handler": handler})
+            report_outage(f"handler {handler}", "circuit opened after repeated delivery failures")
         else:
             log.info("handler.circuit_closed", extra={"handler": handler})
 

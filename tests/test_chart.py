@@ -44,6 +44,11 @@ CONTRACT_METRICS = {
     "receiver_credits_paused",
     "receiver_handler_circuit_open",
     "receiver_analyses_skipped_total",
+    # operational metrics beside the contract's
+    "receiver_store_up",
+    "receiver_calls",
+    "receiver_http_request_duration_seconds",
+    "receiver_build_info",
 }
 CREDENTIALS = ("--set", "secrets.apiKey=sk_test_x", "--set", "secrets.webhookSecrets={kg_secret}")
 
@@ -184,7 +189,42 @@ def test_postgresql_set_renders_every_optional_object() -> None:
 def test_existing_secret_replaces_the_charts_secret() -> None:
     docs = render_set("postgresql")
     assert not [d for d in docs if d["kind"] == "Secret"]
-    assert receiver(docs)["envFrom"][0] == {"secretRef": {"name": "kallglot-receiver-credentials"}}
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == "kallglot-receiver-credentials"
+    env = env_of(receiver(docs))
+    assert env["KALLGLOT_API_KEY_FILE"] == "/var/run/secrets/kallglot-receiver/KALLGLOT_API_KEY"
+    assert env["CRM_WEBHOOK_SECRET"] == {
+        "secretKeyRef": {"name": "kallglot-receiver-credentials", "key": "CRM_WEBHOOK_SECRET"}
+    }
+
+
+def test_secrets_reach_the_receiver_as_files_not_variables() -> None:
+    docs = render(
+        *CREDENTIALS,
+        "--set",
+        "secrets.adminToken=admin-token-123456",
+        "--set",
+        "secrets.handlerCredentials.CRM_WEBHOOK_SECRET=whsec_abc",
+    )
+    container = receiver(docs)
+    env = env_of(container)
+    mount = "/var/run/secrets/kallglot-receiver"
+    for name in ("KALLGLOT_API_KEY", "KALLGLOT_WEBHOOK_SECRETS", "RECEIVER_ADMIN_TOKEN"):
+        assert env[f"{name}_FILE"] == f"{mount}/{name}"
+        assert name not in env
+    assert "envFrom" not in container  # no key of the Secret becomes a variable wholesale
+    assert env["CRM_WEBHOOK_SECRET"]["secretKeyRef"]["key"] == "CRM_WEBHOOK_SECRET"  # ${VAR} in handlers
+    assert {"name": "secrets", "mountPath": mount, "readOnly": True} in container["volumeMounts"]
+    init = pod_spec(docs)["initContainers"][0]
+    assert env_of(init)["KALLGLOT_API_KEY_FILE"] == f"{mount}/KALLGLOT_API_KEY"
+
+
+def test_secrets_as_variables_when_files_are_switched_off() -> None:
+    container = receiver(render(*CREDENTIALS, "--set", "secrets.mountAsFiles=false"))
+    assert container["envFrom"] == [{"secretRef": {"name": "kallglot-receiver"}}]
+    assert not [
+        name for name in env_of(container) if name.endswith("_FILE") and name != "RECEIVER_CONFIG_FILE"
+    ]
 
 
 def test_credentials_go_to_the_secret_not_the_configmap() -> None:
@@ -234,15 +274,22 @@ def test_probes_use_healthz_and_readyz(values_set: str) -> None:
     container = receiver(render_set(values_set))
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"]["port"] == "http"
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "admin", "containerPort": 9090, "protocol": "TCP"},
+    ]
     assert container["args"][:5] == ["serve", "--host", "0.0.0.0", "--port", "8080"]  # noqa: S104
+    env = env_of(container)
+    assert (env["RECEIVER_PORT"], env["RECEIVER_ADMIN_PORT"]) == ("8080", "9090")
 
 
 @pytest.mark.parametrize("values_set", sorted(CI_VALUES))
 def test_grace_period_outlasts_the_drain(values_set: str) -> None:
     docs = render_set(values_set)
     config = yaml.safe_load(one(docs, "ConfigMap", "kallglot-receiver")["data"]["config.yaml"])
-    pre_stop = receiver(docs).get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    command = receiver(docs).get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", ["", "0"])
+    pre_stop = int(command[1])
     assert pod_spec(docs)["terminationGracePeriodSeconds"] > config["shutdown_grace_seconds"] + pre_stop
 
 
@@ -270,7 +317,7 @@ def test_sidecar_mode_puts_the_platform_in_the_receivers_pod_posting_to_localhos
         env_of(containers["telephony"])["KALLGLOT_RECEIVER_EVENTS_URL"]
         == "http://127.0.0.1:8080/events/call-ended"
     )
-    assert {p["name"] for p in one(docs, "Service")["spec"]["ports"]} == {"http", "sip"}
+    assert {p["name"] for p in one(docs, "Service")["spec"]["ports"]} == {"http", "admin", "sip"}
 
 
 def test_sidecar_without_containers_is_refused() -> None:
@@ -296,7 +343,7 @@ def _metric_names(expression: str) -> set[str]:
 
 def test_alerts_use_only_contract_metrics_and_each_has_a_runbook_section() -> None:
     rules = one(render_set("postgresql"), "PrometheusRule")["spec"]["groups"][0]["rules"]
-    assert len(rules) == 7
+    assert len(rules) == 11
     runbook = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     headings = {re.sub(r"[^a-z0-9]", "", h.lower()) for h in re.findall(r"^#+ (.+)$", runbook, flags=re.M)}
     for rule in rules:
@@ -316,10 +363,135 @@ def test_dashboard_uses_only_contract_metrics_and_ships_as_a_labelled_configmap(
     assert json.loads(configmap["data"]["kallglot-receiver.json"]) == dashboard
 
 
+STORE_WIDE = (
+    "receiver_backlog",
+    "receiver_oldest_pending_seconds",
+    "receiver_dead_letters",
+    "receiver_calls",
+)
+
+
+def test_dashboard_takes_the_max_of_store_wide_gauges_so_replicas_do_not_multiply_them() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "kallglot-receiver.json").read_text(encoding="utf-8"))
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for name in STORE_WIDE:
+        using = [e for e in expressions if re.search(rf"\b{name}\b", e)]
+        assert using, f"no panel shows {name}"
+        for expression in using:
+            assert re.match(r"^max(\s+by\s*\([^)]*\))?\s*\(", expression), expression
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"Store up", "Kallglot errors by code", "Malformed inbound events", "Rate-limit use"} <= titles
+
+
 def test_the_plain_manifest_copy_of_the_dashboard_is_identical() -> None:
     assert (ROOT / "deploy" / "grafana" / "kallglot-receiver.json").read_bytes() == (
         CHART / "dashboards" / "kallglot-receiver.json"
     ).read_bytes()
+
+
+@pytest.mark.parametrize("values_set", sorted(CI_VALUES))
+def test_pre_stop_uses_no_action_newer_than_the_oldest_declared_kubernetes(values_set: str) -> None:
+    # Chart.yaml declares >=1.25; the preStop `sleep` action exists only from 1.30.
+    assert 'kubeVersion: ">=1.25.0-0"' in (CHART / "Chart.yaml").read_text(encoding="utf-8")
+    pre_stop = receiver(render_set(values_set))["lifecycle"]["preStop"]
+    assert pre_stop == {"exec": {"command": ["sleep", "3"]}}
+
+
+def test_body_timeout_and_connection_limit_are_values() -> None:
+    env = env_of(
+        receiver(render("--set", "config.bodyTimeoutSeconds=5", "--set", "config.maxConnections=200"))
+    )
+    assert (env["RECEIVER_BODY_TIMEOUT_SECONDS"], env["RECEIVER_MAX_CONNECTIONS"]) == ("5", "200")
+    defaults = env_of(receiver(render()))
+    assert (defaults["RECEIVER_BODY_TIMEOUT_SECONDS"], defaults["RECEIVER_MAX_CONNECTIONS"]) == ("10", "1000")
+
+
+def test_the_service_has_a_public_and_an_admin_port_and_the_ingress_only_the_public_one() -> None:
+    docs = render_set("postgresql")
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in one(docs, "Service")["spec"]["ports"]}
+    assert ports == {"http": (8080, "http"), "admin": (9090, "admin")}
+    backends = [
+        path["backend"]["service"]["port"]
+        for rule in one(docs, "Ingress")["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert backends == [{"name": "http"}]
+    [endpoint] = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("admin", "/metrics")
+
+
+def test_the_network_policy_admits_the_ingress_controller_publicly_and_named_peers_on_admin() -> None:
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = render(*CREDENTIALS, "--set-json", f"networkPolicy.admin.from=[{json.dumps(monitoring)}]")
+    rules = one(docs, "NetworkPolicy")["spec"]["ingress"]
+    by_port = {rule["ports"][0]["port"]: rule for rule in rules}
+    assert by_port["http"]["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+        }
+    ]
+    assert by_port["admin"]["from"] == [monitoring]
+    closed = {r["ports"][0]["port"] for r in one(render(*CREDENTIALS), "NetworkPolicy")["spec"]["ingress"]}
+    assert closed == {"http"}  # no admin peers named: the admin port admits no one
+    public = one(render(*CREDENTIALS, "--set", "networkPolicy.public.allowAll=true"), "NetworkPolicy")
+    assert "from" not in public["spec"]["ingress"][0]
+
+
+def test_extra_env_takes_a_map_or_a_list() -> None:
+    as_map = env_of(receiver(render("--set", "extraEnv.OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:4318")))
+    assert as_map["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"
+    as_list = receiver(
+        render("--set-json", 'extraEnv=[{"name":"A","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}]')
+    )
+    assert env_of(as_list)["A"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_service_monitor_relabelings_and_extra_alert_rules_are_values() -> None:
+    relabel = [
+        {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}
+    ]
+    rule = {"alert": "MyBacklog", "expr": "max(receiver_backlog) > 100", "for": "5m"}
+    docs = render_set(
+        "postgresql",
+        "--set-json",
+        f"metrics.serviceMonitor.relabelings={json.dumps(relabel)}",
+        "--set-json",
+        f"metrics.prometheusRule.additionalRules=[{json.dumps(rule)}]",
+    )
+    assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["relabelings"] == relabel
+    assert one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"][-1] == rule
+
+
+def test_helm_test_checks_readiness_and_in_sandbox_mode_sends_one_signed_event() -> None:
+    plain = [d for d in render(*CREDENTIALS) if d["kind"] == "Pod"]
+    assert [p["metadata"]["annotations"]["helm.sh/hook"] for p in plain] == ["test"]
+    assert "/readyz" in plain[0]["spec"]["containers"][0]["command"][-1]
+    sandbox = render("--set", "sandbox=true")
+    pods = {d["metadata"]["name"]: d for d in sandbox if d["kind"] == "Pod"}
+    sender = pods["kallglot-receiver-test-session-ended"]["spec"]["containers"][0]
+    assert sender["args"][:2] == ["send", "session.ended"]
+    assert "--sandbox" in receiver(sandbox)["args"]
+    assert pod_spec(sandbox)["initContainers"][0]["args"] == ["check-config", "--sandbox"]
+
+
+def test_the_chart_readme_and_schema_descriptions_are_generated_from_values() -> None:
+    result = subprocess.run(
+        [tools_python(), str(ROOT / "helm" / "readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| service.adminPort | int | `9090` |" in (CHART / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_chart_icon_exists_in_the_repository() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    prefix = "https://raw.githubusercontent.com/kallglot/kallglot-receiver/main/"
+    assert chart["icon"].startswith(prefix)
+    assert (ROOT / chart["icon"].removeprefix(prefix)).is_file()
 
 
 if __name__ == "__main__":  # pragma: no cover

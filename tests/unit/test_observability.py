@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from receiver.observability import JsonFormatter, scrub_event
+from receiver.observability import JsonFormatter, UvicornNames, scrub_event
 
 
 def test_json_logs_carry_the_event_name_and_the_extra_fields_only() -> None:
@@ -46,3 +46,12 @@ def test_sentry_events_are_scrubbed_of_bodies_headers_locals_and_breadcrumb_data
         assert secret not in text
     assert scrubbed["request"]["url"] == "http://x/webhooks/kallglot"
     assert scrubbed["exception"]["values"][0]["stacktrace"]["frames"][0]["function"] == "f"
+
+
+def test_uvicorns_lifecycle_lines_are_named_uvicorn_not_uvicorn_error() -> None:
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "Started server process", (), None)
+
+    assert UvicornNames().filter(record)
+    line = json.loads(JsonFormatter().format(record))
+
+    assert (line["logger"], line["level"], line["event"]) == ("uvicorn", "info", "Started server process")

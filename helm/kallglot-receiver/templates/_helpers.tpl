@@ -138,12 +138,71 @@ handlers:
 {{- end }}
 - name: RECEIVER_MIGRATE_ON_START
   value: {{ ternary "false" "true" (eq (include "kallglot-receiver.migrationJob" .) "true") | quote }}
-{{- range $name, $value := .Values.config.extraEnv }}
+- name: RECEIVER_PORT
+  value: {{ .Values.service.port | quote }}
+- name: RECEIVER_ADMIN_PORT
+  value: {{ .Values.service.adminPort | quote }}
+- name: RECEIVER_BODY_TIMEOUT_SECONDS
+  value: {{ .Values.config.bodyTimeoutSeconds | quote }}
+- name: RECEIVER_MAX_CONNECTIONS
+  value: {{ .Values.config.maxConnections | int64 | quote }}
+{{- include "kallglot-receiver.secretEnv" . }}
+{{- if kindIs "map" .Values.extraEnv }}
+{{- range $name, $value := .Values.extraEnv }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
 {{- end }}
-{{- with .Values.extraEnv }}
-{{ toYaml . }}
+{{- else if .Values.extraEnv }}
+{{ toYaml .Values.extraEnv }}
+{{- end }}
+{{- end }}
+
+{{/* The setting secrets present in the Secret: given to the receiver as NAME_FILE (files), not NAME. */}}
+{{- define "kallglot-receiver.fileSecretKeys" -}}
+{{- $s := .Values.secrets -}}
+{{- $keys := list -}}
+{{- if $s.existingSecret -}}
+{{- $keys = $s.existingSecretFileKeys -}}
+{{- else -}}
+{{- if $s.apiKey }}{{ $keys = append $keys "KALLGLOT_API_KEY" }}{{ end -}}
+{{- if $s.webhookSecrets }}{{ $keys = append $keys "KALLGLOT_WEBHOOK_SECRETS" }}{{ end -}}
+{{- if $s.inboundSecrets }}{{ $keys = append $keys "RECEIVER_INBOUND_SECRETS" }}{{ end -}}
+{{- if $s.adminToken }}{{ $keys = append $keys "RECEIVER_ADMIN_TOKEN" }}{{ end -}}
+{{- if $s.sentryDsn }}{{ $keys = append $keys "SENTRY_DSN" }}{{ end -}}
+{{- if and (include "kallglot-receiver.isPostgres" .) .Values.database.postgresql.url }}{{ $keys = append $keys "RECEIVER_DATABASE_URL" }}{{ end -}}
+{{- end -}}
+{{- join "," $keys -}}
+{{- end }}
+
+{{/* Secrets as files (mountAsFiles): NAME_FILE for each setting secret, and only the handler
+     credentials (referenced as ${VAR} in the handlers list) as plain variables. */}}
+{{- define "kallglot-receiver.secretEnv" -}}
+{{- $s := .Values.secrets -}}
+{{- if $s.mountAsFiles }}
+{{- range $key := splitList "," (include "kallglot-receiver.fileSecretKeys" .) }}
+{{- if $key }}
+- name: {{ $key }}_FILE
+  value: {{ printf "%s/%s" $s.mountPath $key | quote }}
+{{- end }}
+{{- end }}
+{{- $envKeys := ternary $s.existingSecretEnvKeys (keys $s.handlerCredentials | sortAlpha) (not (empty $s.existingSecret)) }}
+{{- range $key := $envKeys }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kallglot-receiver.secretName" $ }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The pod volume holding the Secret's files (mountAsFiles). */}}
+{{- define "kallglot-receiver.secretVolume" -}}
+{{- if .Values.secrets.mountAsFiles }}
+- name: secrets
+  secret:
+    secretName: {{ include "kallglot-receiver.secretName" . }}
+    defaultMode: 0440
 {{- end }}
 {{- end }}
 
@@ -181,16 +240,25 @@ handlers:
 {{- define "kallglot-receiver.containerCommon" -}}
 env:
   {{- include "kallglot-receiver.env" . | nindent 2 }}
+{{- if or (not .Values.secrets.mountAsFiles) .Values.extraEnvFrom }}
 envFrom:
+  {{- if not .Values.secrets.mountAsFiles }}
   - secretRef:
       name: {{ include "kallglot-receiver.secretName" . }}
+  {{- end }}
   {{- with .Values.extraEnvFrom }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end }}
 volumeMounts:
   - name: config
     mountPath: /etc/kallglot-receiver
     readOnly: true
+  {{- if .Values.secrets.mountAsFiles }}
+  - name: secrets
+    mountPath: {{ .Values.secrets.mountPath }}
+    readOnly: true
+  {{- end }}
   - name: tmp
     mountPath: /tmp
   {{- if not (include "kallglot-receiver.isPostgres" .) }}

@@ -1,0 +1,69 @@
+"""ASGI middleware: ``receiver_http_request_duration_seconds`` by route template and status class.
+
+The route label is the matched route's path template (``/admin/calls/{session_id}``), never the
+raw path, so a scan of random URLs adds one ``unmatched`` series instead of one per URL.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class RequestMetrics:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics = _metrics(scope)
+            if metrics is not None:
+                metrics.http_duration.labels(
+                    scope["method"] if scope["method"] in _METHODS else "other",
+                    route_template(scope),
+                    f"{status // 100}xx",
+                ).observe(time.perf_counter() - started)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _metrics(scope: Scope) -> Any:
+    runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+    service = getattr(runtime, "service", None)
+    return getattr(service, "metrics", None)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that matches ``scope``; ``unmatched`` when none does."""
+    partial = None
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return _template(route)
+        if match is Match.PARTIAL and partial is None:
+            partial = route  # the path matched, the method did not (a 405)
+    return _template(partial) if partial is not None else "unmatched"
+
+
+def _template(route: Any) -> str:
+    if isinstance(route, Mount):
+        return f"{route.path}/*"
+    return str(getattr(route, "path", "unmatched"))
