@@ -109,7 +109,7 @@ async def _inbound(request: Request, source: str, handle: Handler) -> Response:
         return error(400, "client_disconnected", "the client went away before the body was read")
     except StoreError as exc:
         metrics.event(source, event_type, "unavailable")
-        log.error("webhook.store_unavailable", extra={"source": source, "error": str(exc)})
+        log.warning("webhook.store_unavailable", extra={"source": source, "error": str(exc)})
         return error(
             503, "store_unavailable", "the event could not be stored; retry later", {"Retry-After": "5"}
         )
