@@ -110,7 +110,7 @@ class Budget:
     widens the spacing; each answer that was not a 429 narrows it again, down to the computed one.
     """
 
-    def __init__(self, *, share: float = 1.0, margin: float = 0.03) -> None:
+    def __init__(self, *, share: float = 1.0, margin: float = 0.01) -> None:
         self._share = share
         self._margin = margin
         self._limit: int | None = None

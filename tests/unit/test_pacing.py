@@ -114,7 +114,7 @@ def _simulate(
 @pytest.mark.parametrize(
     ("limit", "window", "duration", "least"),
     [
-        pytest.param(10, 2.0, 120, 0.90, id="10 per 2 s"),
+        pytest.param(10, 2.0, 120, 0.93, id="10 per 2 s"),
         pytest.param(60, 60.0, 600, 0.95, id="60 per 60 s"),
         pytest.param(600, 60.0, 600, 0.95, id="600 per 60 s"),
         pytest.param(20, 1.0, 60, 0.85, id="20 per 1 s"),
