@@ -952,6 +952,8 @@ def pipeline_once(
             "harness": [os.getpid()],
         }
         before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+        cluster = getattr(args, "pg_cluster", None)
+        pg_before = pg_cpu(cluster) if cluster is not None else {}
         t0 = time.monotonic()
         result = asyncio.run(
             push_calls(stack, n, rate=rate, connections=connections, timeout=timeout, prefix=tag)
@@ -961,6 +963,10 @@ def pipeline_once(
         result["cpu_cores"] = {
             k: round((sum(cpu_seconds(p) for p in v) - before[k]) / wall, 2) for k, v in pids.items()
         }
+        if cluster is not None:  # the private cluster's processes (the replica model's PostgreSQL side)
+            pg_after = pg_cpu(cluster)
+            used = sum(v - pg_before.get(pid, 0.0) for pid, v in pg_after.items())
+            result["cpu_cores"]["postgresql"] = round(used / wall, 3)
         result["cpu_ms_per_call"] = {
             k: round(1000 * v * wall / max(1, result["delivered"]), 2) for k, v in result["cpu_cores"].items()
         }
@@ -1094,6 +1100,9 @@ def summarize_pipeline(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "ingest_rate": median([r["ingest_rate"] for r in runs]),
         "receiver_cpu_ms_per_call": median([r["cpu_ms_per_call"]["receiver"] for r in runs]),
         "sandbox_cpu_ms_per_call": median([r["cpu_ms_per_call"]["sandbox"] for r in runs]),
+        "pg_cpu_ms_per_call": median([r["cpu_ms_per_call"]["postgresql"] for r in runs])
+        if all("postgresql" in r["cpu_ms_per_call"] for r in runs)
+        else None,
         "receiver_cpu_cores": median([r["cpu_cores"]["receiver"] for r in runs]),
         "complete": all(r["complete"] for r in runs),
         "runs": len(runs),
@@ -1136,6 +1145,13 @@ def print_report(report: dict[str, Any]) -> None:
             f"    CPU per event: receiver {s['receiver_cpu_ms_per_event']:.3f} ms"
             + (f", PostgreSQL {pg_ms:.3f} ms" if pg_ms is not None else "")
         )
+        if pg_ms:
+            per_replica, per_pg_core = 1000 / s["receiver_cpu_ms_per_event"], 1000 / pg_ms
+            out.append(
+                f"    replica model: one replica (one core) ingests {per_replica:,.0f} events/s, one PostgreSQL core "
+                f"{per_pg_core:,.0f}; a PostgreSQL of N cores carries {per_pg_core / per_replica:.1f} x N replicas "
+                "(CPU only: commit latency and disk are separate limits, see bench/README.md)"
+            )
         for i, r in enumerate(ing["runs"]):
             d = r["receiver"]["durability"]
             out.append(
@@ -1162,6 +1178,11 @@ def print_report(report: dict[str, Any]) -> None:
                 f"    {label:<30}{pipe[mode]['runs'][0]['calls']:>7}{s['calls_per_s']:>9.1f}{s['p50_ms']:>9.1f}"
                 f"{s['p99_ms']:>9.1f}{s['ingest_rate']:>10.0f}  {s['complete']!s:<8}"
                 f"  {s['receiver_cpu_cores']:.2f}, {s['receiver_cpu_ms_per_call']:.1f}{'':>18}{s['sandbox_cpu_ms_per_call']:.1f}"
+                + (
+                    f"  PostgreSQL ms/call {s['pg_cpu_ms_per_call']:.2f}"
+                    if s["pg_cpu_ms_per_call"] is not None
+                    else ""
+                )
             )
         for mode in ("steady", "burst"):
             for i, r in enumerate(pipe.get(mode, {}).get("runs", [])):
