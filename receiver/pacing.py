@@ -97,13 +97,16 @@ def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimit | None
 class Budget:
     """One request budget for every call to Kallglot: uniform spacing across the window.
 
-    ``X-RateLimit-Reset`` is a whole Unix second, so the window's length is learned as the
-    shortest ``reset - sent_at`` seen on an answer that opened a window (``remaining == limit - 1``):
-    each such sample is an upper bound of the real length, and their minimum converges to it.
-    With limit ``L`` and window ``W`` known, requests go ``W * (1 + margin) / (L * share)`` apart,
-    which fills every window without a burst at its start; the last known limit carries into the
-    next window instead of starting each one blind. Until anything is known, one request at a
-    time probes. ``share`` is this replica's part of the organisation's limit (1/N for N replicas).
+    ``X-RateLimit-Reset`` is a whole Unix second, so the window's length is learned from bounds:
+    the answer that opened a window (``remaining == limit - 1``) bounds it from above
+    (``reset - sent``) and below (``reset - 1 - answered``); an answer still counted in a window
+    shows it is longer than ``sent - opener answered``; the opener of the next one shows it is
+    not longer than ``answered - previous opener sent``. With limit ``L`` and the window's length
+    ``W`` (the upper bound, or a little above the middle once the bounds are close) requests go
+    ``W / (L * share)`` apart, which fills every window without a burst at its start; the last
+    known limit carries into the next window instead of starting each one blind. Until anything
+    is known, one request at a time probes. ``share`` is this replica's part of the
+    organisation's limit (1/N for N replicas).
 
     ``take`` hands out a ticket; ``observe`` needs it so that answers arriving out of order are
     corrected for the requests sent after them. A 429 blocks everyone until ``Retry-After`` and
@@ -120,6 +123,8 @@ class Budget:
         self._reset_header: float | None = None  # the current window's X-RateLimit-Reset
         self._last_header = float("-inf")  # the newest X-RateLimit-Reset seen
         self._opened_at: float | None = None  # when the request that opened it was sent
+        self._opened_answered = 0.0  # … and when its answer came
+        self._floor = 0.0  # the window is longer than this (lower bound, see _bisect)
         self._remaining: float | None = None
         self._sent = 0
         self._next_at = 0.0
@@ -142,7 +147,14 @@ class Budget:
         """The steady gap between two requests (0 while the limit or window is unknown)."""
         if self._unlimited or self._limit is None or self._window is None:
             return 0.0
-        return self._window * (1 + self._margin) * self._slowdown / (max(1, self._limit) * self._share)
+        return self._span() * self._slowdown / (max(1, self._limit) * self._share)
+
+    def _span(self) -> float:
+        """The window length to plan with: its upper bound, or (when the bounds are close) a little
+        above their middle, never shorter than the real one."""
+        assert self._window is not None
+        middle = (self._floor + self._window) / 2 if self._floor > 0 else self._window
+        return max(self._window, middle * (1 + self._margin))
 
     def _reset_at(self) -> float | None:
         """When the current window ends, as well as we know it (a little late rather than early)."""
@@ -150,7 +162,7 @@ class Budget:
             return None
         if self._opened_at is None or self._window is None:
             return self._reset_header
-        return min(self._reset_header, self._opened_at + self._window * (1 + self._margin))
+        return min(self._reset_header, self._opened_at + self._span())
 
     def _roll(self, now: float) -> None:
         reset_at = self._reset_at()
@@ -205,22 +217,36 @@ class Budget:
         if rate.remaining is None or rate.reset_at is None:
             return
         if self._limit is not None and rate.remaining == self._limit - 1:
-            sample = rate.reset_at - sent_at
-            if sample > 0 and (self._window is None or sample < self._window):
-                self._window = sample
+            # This request opened its window: between its sending and its answer. The whole-second
+            # reset bounds the length from above and from below.
+            self._shorten(rate.reset_at - sent_at)
+            self._floor = max(self._floor, rate.reset_at - 1 - now)
         after = float(rate.remaining - (self._sent - ticket))
         opener = rate.remaining == (self._limit or 0) - 1
         if rate.reset_at > self._last_header:
+            if opener and self._opened_at is not None:
+                # It opened the next window, so the last one had ended by now: not longer than this.
+                self._shorten(now - self._opened_at)
             self._last_header = self._reset_header = rate.reset_at
             self._opened_at = sent_at if opener else None
+            self._opened_answered = now
             self._remaining = after
         elif rate.reset_at == self._reset_header:
+            if self._opened_at is not None:
+                # Still counted in the window, so it had not ended when this was sent: longer.
+                self._floor = max(self._floor, sent_at - self._opened_answered)
             # Answers to concurrent requests arrive out of order: an older (higher) count must
             # not undo the requests sent since, so within a window only the lowest count counts.
             if opener:
-                self._opened_at = sent_at
+                self._opened_at, self._opened_answered = sent_at, now
             self._remaining = after if self._remaining is None else min(self._remaining, after)
         self._slowdown = max(1.0, self._slowdown * 0.98)
+
+    def _shorten(self, sample: float) -> None:
+        if sample > 0 and (self._window is None or sample < self._window):
+            self._window = sample
+        if self._window is not None and self._floor >= self._window:
+            self._floor = 0.0  # the window changed: bounds that contradict are forgotten
 
     def lost(self, ticket: int) -> None:
         """The request with ``ticket`` got no answer (or its answer was read): it probes no more."""

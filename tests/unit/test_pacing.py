@@ -74,11 +74,18 @@ def test_rate_limit_headers(headers: dict[str, str], expected: RateLimit | None)
 
 
 def _simulate(
-    limit: int, window: float, duration: float, *, share: float = 1.0, seed: int = 1, others: float = 0.0
+    limit: int,
+    window: float,
+    duration: float,
+    *,
+    share: float = 1.0,
+    seed: int = 1,
+    others: float = 0.0,
+    jitter: float = 0.01,
 ) -> tuple[float, int, int]:
     """A backlog through ``Budget`` against the sandbox's fixed window, on a virtual clock.
 
-    16 requests may be in flight; each way takes 10-20 ms. ``others`` is the rate (per second) at
+    16 requests may be in flight; each way takes 10 ms plus up to ``jitter``. ``others`` is the rate (per second) at
     which another client spends from the same window. Returns (share of the allowed rate used by
     us, 2xx, 429).
     """
@@ -104,26 +111,27 @@ def _simulate(
             now = min(candidates)
             continue
         ticket = budget.take(now)
-        arrival = now + 0.01 + rng.random() * 0.01
+        arrival = now + 0.01 + rng.random() * jitter
         quota = server.take(arrival, limit, window)
         ok, refused = (ok + 1, refused) if quota.allowed else (ok, refused + 1)
-        heapq.heappush(pending, (arrival + 0.01 + rng.random() * 0.01, ticket, now, quota))
+        heapq.heappush(pending, (arrival + 0.01 + rng.random() * jitter, ticket, now, quota))
     return ok / (duration * limit * share / window), ok, refused
 
 
 @pytest.mark.parametrize(
-    ("limit", "window", "duration", "least"),
+    ("limit", "window", "duration", "least", "jitter"),
     [
-        pytest.param(10, 2.0, 120, 0.93, id="10 per 2 s"),
-        pytest.param(60, 60.0, 600, 0.95, id="60 per 60 s"),
-        pytest.param(600, 60.0, 600, 0.95, id="600 per 60 s"),
-        pytest.param(20, 1.0, 60, 0.85, id="20 per 1 s"),
+        pytest.param(10, 2.0, 60, 0.95, 0.01, id="10 per 2 s"),
+        pytest.param(10, 2.0, 60, 0.95, 0.03, id="10 per 2 s, 30 ms jitter"),
+        pytest.param(60, 60.0, 600, 0.97, 0.01, id="60 per 60 s"),
+        pytest.param(600, 60.0, 600, 0.97, 0.01, id="600 per 60 s"),
+        pytest.param(20, 1.0, 60, 0.93, 0.01, id="20 per 1 s"),
     ],
 )
 def test_a_backlog_uses_the_budget_without_a_single_429(
-    limit: int, window: float, duration: float, least: float
+    limit: int, window: float, duration: float, least: float, jitter: float
 ) -> None:
-    used, _, refused = _simulate(limit, window, duration)
+    used, _, refused = _simulate(limit, window, duration, jitter=jitter)
 
     assert refused == 0
     assert least <= used <= 1.0
@@ -165,6 +173,18 @@ def test_a_request_that_got_no_answer_stops_probing() -> None:
     budget.lost(budget.take(NOW))
 
     assert budget.next_at(NOW) == NOW
+
+
+def test_the_window_is_bounded_from_both_sides_by_the_answers() -> None:
+    budget = Budget(margin=0.0)
+    opener = budget.take(NOW)
+    budget.observe(RateLimit(limit=10, remaining=9, reset_at=NOW + 3), opener, NOW + 0.5, NOW + 0.5)
+    later = budget.take(NOW + 2.4)
+    budget.observe(RateLimit(limit=10, remaining=8, reset_at=NOW + 3), later, NOW + 2.4, NOW + 2.4)
+
+    # Opened at 0.5, still counting at 2.4 and the reset is second 3: the window is 1.9 to 2.5 s.
+    assert budget.window == pytest.approx(2.5)
+    assert budget.spacing() == pytest.approx(0.25)
 
 
 def test_the_window_is_learned_and_spacing_spreads_the_limit_over_it() -> None:
