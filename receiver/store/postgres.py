@@ -52,9 +52,9 @@ from receiver.store import (
 from receiver.store import postgres_sql as sql
 from receiver.store import postgres_state_sql as state_sql
 from receiver.store.keys import delivery_id
+from receiver.store.pgbatch import AcceptBatcher, Pending
 from receiver.store.postgres_state import PostgresStateMixin
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record, include_json
-from receiver.store.pgbatch import AcceptBatcher, Pending
 
 log = logging.getLogger("receiver")
 
