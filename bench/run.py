@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import platform
@@ -54,6 +55,9 @@ LUA = BENCH / "wrk_post.lua"
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT))
 
+import pgcluster  # noqa: E402  (bench/, next to this script)
+import ratelimit  # noqa: E402
+
 from receiver.cli import build_event  # noqa: E402  (the same events `kallglot-receiver send` builds)
 from receiver.signing import sign_kallglot  # noqa: E402
 
@@ -70,6 +74,8 @@ TARGETS = {
     "pipeline_p99_ms": 250.0,  # added latency
     "rss_peak_mb": 150.0,
     "rss_growth_mb": 15.0,  # "flat": RSS at the last checkpoint minus RSS at the first
+    # receiver req/s over the minimal durable baseline's (bench/durable_app.py), same run
+    "ingest_durable_ratio": {"sqlite": 1.0, "postgresql": 0.7},
 }
 
 
@@ -400,8 +406,10 @@ class Stack:
         credits: int,
         cpus: str | None = None,
         extra_env: dict[str, str] | None = None,
+        sandbox_args: list[str] | None = None,
     ) -> None:
         self.procs = procs
+        self.sandbox_args = sandbox_args or ["--rate-limit", "100000000"]
         self.db = Database(database, procs.workdir, label)
         self.replicas = replicas
         self.label = label
@@ -432,8 +440,7 @@ class Stack:
                 SECRET,
                 "--analysis-latency",
                 "0",
-                "--rate-limit",
-                "100000000",
+                *self.sandbox_args,
                 "--credits",
                 str(self.credits),
             ],
@@ -554,22 +561,74 @@ def measure_target(
     profiler = Profiler(args.profile if profile else None)
     profiler.start(pids, profile or "", args.duration)
     before = sum(cpu_seconds(p) for p in pids)
+    cluster = getattr(args, "pg_cluster", None)
+    pg_before = pg_cpu(cluster) if cluster is not None else {}
     t0 = time.monotonic()
     result = run_wrk(ports, main, args.duration, cpus)
     wall = time.monotonic() - t0
     if profile:
         result["profile"] = profiler.stop()
     result["server_cpu_cores"] = (sum(cpu_seconds(p) for p in pids) - before) / wall
+    if cluster is not None:
+        pg_after = pg_cpu(cluster)
+        result["pg_cpu_cores"] = sum(v - pg_before.get(pid, 0.0) for pid, v in pg_after.items()) / wall
     result["warmup"] = {
         k: warmup[k] for k in ("requests", "ok", "sent", "wrapped", "rps", "err_status", "socket_errors")
     }
     return result
 
 
+def pg_cpu(cluster: Any) -> dict[int, float]:
+    """CPU seconds of every process of the private PostgreSQL cluster, by pid."""
+    out = {}
+    for pid in cluster.pids():
+        with contextlib.suppress(OSError):
+            out[pid] = cpu_seconds(pid)
+    return out
+
+
+def sized(seconds: float, rate_bound: float) -> int:
+    """Unique requests for ``seconds`` at up to ``rate_bound`` req/s (with head room): wrk must never wrap."""
+    return max(2000, int(seconds * rate_bound * 1.5) + CONNECTIONS)
+
+
+def durable_once(
+    procs: Procs,
+    args: argparse.Namespace,
+    tag: str,
+    warm: Path,
+    main: Path,
+    server_cpus: str | None,
+    wrk_cpus: str | None,
+) -> dict[str, Any]:
+    """The minimal durable baseline (bench/durable_app.py) on a fresh database of the same kind."""
+    db = Database(args.database, procs.workdir, f"{tag}d")
+    url = db.create()
+    port = free_port()
+    proc = procs.start(
+        f"{tag}-durable",
+        [str(PYTHON), str(BENCH / "durable_app.py"), "--host", HOST, "--port", str(port),
+         "--database", url, "--secret", SECRET],
+        clean_env(),
+        server_cpus,
+    )  # fmt: skip
+    try:
+        wait_ready(procs, f"{tag}-durable", proc, port, "/healthz")
+        result = measure_target([port], [proc.pid], warm, main, args, wrk_cpus)
+        stored = db.count("bench_events")
+        accepted = result["ok"] + result["warmup"]["ok"]
+        wrapped = result["wrapped"] + result["warmup"]["wrapped"]
+        result["durability"] = {"accepted_2xx": accepted, "stored_events": stored, "ids_reused": wrapped}
+    finally:
+        procs.stop(proc)
+        db.drop()
+    return result
+
+
 def ingest_once(procs: Procs, args: argparse.Namespace, replicas: int, pin: bool, tag: str) -> dict[str, Any]:
     server_cpus, wrk_cpus = ("0", "1") if pin else (None, None)
     warm, main = procs.workdir / f"{tag}-warm.txt", procs.workdir / f"{tag}-main.txt"
-    # (1) the bare app, on the same request files (it does not care about ids)
+    # (1) the bare app, on its own request files (it does not care about ids)
     write_requests(warm, args.warm_requests, f"{tag}w")
     write_requests(main, args.main_requests, f"{tag}m")
     bare_ports = [free_port() for _ in range(replicas)]
@@ -588,10 +647,17 @@ def ingest_once(procs: Procs, args: argparse.Namespace, replicas: int, pin: bool
     finally:
         for p in bare_procs:
             procs.stop(p)
-    # (2) the receiver, fresh ids signed now; the sandbox has no credits so the starter pauses
+    # Nothing durable outruns bare Starlette: its rate bounds the others', so their request files
+    # are sized from it and wrk never wraps around (a wrapped run is reported as invalid anyway).
+    bound = max(bare["rps"], 1000.0)
+    # (2) the minimal durable baseline, fresh ids signed now
+    write_requests(warm, sized(args.warmup, bound), f"{tag}D")
+    write_requests(main, sized(args.duration, bound), f"{tag}E")
+    durable = durable_once(procs, args, tag, warm, main, server_cpus, wrk_cpus)
+    # (3) the receiver, fresh ids signed now; the sandbox has no credits so the starter pauses
     # (pure ingest; the backlog waits in the database) unless --ingest-workers live.
-    write_requests(warm, args.warm_requests, f"{tag}W")
-    write_requests(main, args.main_requests, f"{tag}M")
+    write_requests(warm, sized(args.warmup, bound), f"{tag}W")
+    write_requests(main, sized(args.duration, bound), f"{tag}M")
     credits = 100_000_000 if args.ingest_workers == "live" else 0
     stack = Stack(
         procs, args.database, replicas, tag, credits=credits, cpus=server_cpus, extra_env=args.receiver_env
@@ -612,8 +678,11 @@ def ingest_once(procs: Procs, args: argparse.Namespace, replicas: int, pin: bool
             "stored_calls": calls,
             "sent_upper_bound": sent,
             "ids_reused": wrapped,
+            # A wrapped run re-sent ids (duplicates, correctly not stored twice): it proves nothing
+            # either way, so it is invalid (None), never a durability failure.
+            "valid": wrapped == 0,
             # every 2xx is a stored row; rows beyond the 2xx count are requests in flight when wrk stopped
-            "ok": stored is not None and wrapped == 0 and accepted <= stored <= sent,
+            "ok": None if wrapped else (stored is not None and accepted <= stored <= sent),
         }
         recv["sandbox"] = stack.sandbox_stats()
     finally:
@@ -622,11 +691,60 @@ def ingest_once(procs: Procs, args: argparse.Namespace, replicas: int, pin: bool
         f.unlink(missing_ok=True)
     return {
         "bare": bare,
+        "durable": durable,
         "receiver": recv,
         "ratio": recv["rps"] / bare["rps"] if bare["rps"] else float("nan"),
+        "ratio_durable": recv["rps"] / durable["rps"] if durable["rps"] else float("nan"),
         "pinned": pin,
         "replicas": replicas,
     }
+
+
+# --- (d) the Kallglot rate budget (bench/ratelimit.py) ------------------------------------------
+
+
+def send_backlog(port: int, count: int, tag: str) -> None:
+    """``count`` signed session.ended events over one keep-alive connection, each answered 2xx."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        for i in range(count):
+            now = time.time()
+            event = build_event("session.ended", f"sess_{tag}{i:07d}", None, now)
+            body = json.dumps(event, separators=(",", ":")).encode()
+            conn.request(
+                "POST",
+                "/webhooks/kallglot",
+                body,
+                {
+                    "Content-Type": "application/json",
+                    "Kallglot-Signature": sign_kallglot(SECRET, int(now), body),
+                },
+            )
+            response = conn.getresponse()
+            response.read()
+            if response.status >= 300:
+                raise HarnessError(f"backlog event answered {response.status}")
+    finally:
+        conn.close()
+
+
+def ratelimit_once(
+    procs: Procs, args: argparse.Namespace, shape: ratelimit.Shape, tag: str
+) -> dict[str, Any]:
+    sandbox_args = [
+        "--rate-limit", str(shape.limit), "--rate-limit-window", f"{shape.window:g}",
+        "--webhook-drop-rate", "0.5", "--analysis-latency", "0.5",
+    ]  # fmt: skip
+    env = args.receiver_env | {"RECEIVER_POLL_AFTER_SECONDS": "1"}
+    stack = Stack(
+        procs, args.database, 1, tag, credits=100_000_000, extra_env=env, sandbox_args=sandbox_args
+    ).start()
+    try:
+        result = ratelimit.measure(shape, stack.sandbox_stats, lambda n: send_backlog(stack.ports[0], n, tag))
+        stack.check_alive()
+    finally:
+        stack.stop()
+    return result
 
 
 # --- (b)/(c) pipeline -------------------------------------------------------------------------
@@ -834,6 +952,8 @@ def pipeline_once(
             "harness": [os.getpid()],
         }
         before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+        cluster = getattr(args, "pg_cluster", None)
+        pg_before = pg_cpu(cluster) if cluster is not None else {}
         t0 = time.monotonic()
         result = asyncio.run(
             push_calls(stack, n, rate=rate, connections=connections, timeout=timeout, prefix=tag)
@@ -843,6 +963,10 @@ def pipeline_once(
         result["cpu_cores"] = {
             k: round((sum(cpu_seconds(p) for p in v) - before[k]) / wall, 2) for k, v in pids.items()
         }
+        if cluster is not None:  # the private cluster's processes (the replica model's PostgreSQL side)
+            pg_after = pg_cpu(cluster)
+            used = sum(v - pg_before.get(pid, 0.0) for pid, v in pg_after.items())
+            result["cpu_cores"]["postgresql"] = round(used / wall, 3)
         result["cpu_ms_per_call"] = {
             k: round(1000 * v * wall / max(1, result["delivered"]), 2) for k, v in result["cpu_cores"].items()
         }
@@ -937,9 +1061,33 @@ def summarize_ingest(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "receiver_cpu_cores": median([r["receiver"]["server_cpu_cores"] for r in runs]),
         "bare_cpu_cores": median([r["bare"]["server_cpu_cores"] for r in runs]),
         "ratio": median([r["ratio"] for r in runs]),
+        "durable_rps": median([r["durable"]["rps"] for r in runs]),
+        "durable_p50_ms": median([r["durable"]["p50_ms"] for r in runs]),
+        "durable_p99_ms": median([r["durable"]["p99_ms"] for r in runs]),
+        "durable_cpu_cores": median([r["durable"]["server_cpu_cores"] for r in runs]),
+        "ratio_durable": median([r["ratio_durable"] for r in runs]),
+        "receiver_cpu_ms_per_event": median(
+            [
+                1000 * r["receiver"]["server_cpu_cores"] / r["receiver"]["rps"]
+                for r in runs
+                if r["receiver"]["rps"]
+            ]
+        ),
+        "pg_cpu_ms_per_event": median(
+            [
+                1000 * r["receiver"]["pg_cpu_cores"] / r["receiver"]["rps"]
+                for r in runs
+                if "pg_cpu_cores" in r["receiver"]
+            ]
+        )
+        if any("pg_cpu_cores" in r["receiver"] for r in runs)
+        else None,
         "non_2xx": sum(r["receiver"]["err_status"] for r in runs),
         "socket_errors": sum(r["receiver"]["socket_errors"] for r in runs),
-        "durable": all(r["receiver"]["durability"]["ok"] for r in runs),
+        "durable": all(
+            r["receiver"]["durability"]["ok"] for r in runs if r["receiver"]["durability"]["valid"]
+        ),
+        "invalid_runs": sum(1 for r in runs if not r["receiver"]["durability"]["valid"]),
         "runs": len(runs),
     }
 
@@ -952,6 +1100,9 @@ def summarize_pipeline(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "ingest_rate": median([r["ingest_rate"] for r in runs]),
         "receiver_cpu_ms_per_call": median([r["cpu_ms_per_call"]["receiver"] for r in runs]),
         "sandbox_cpu_ms_per_call": median([r["cpu_ms_per_call"]["sandbox"] for r in runs]),
+        "pg_cpu_ms_per_call": median([r["cpu_ms_per_call"]["postgresql"] for r in runs])
+        if all("postgresql" in r["cpu_ms_per_call"] for r in runs)
+        else None,
         "receiver_cpu_cores": median([r["cpu_cores"]["receiver"] for r in runs]),
         "complete": all(r["complete"] for r in runs),
         "runs": len(runs),
@@ -980,17 +1131,34 @@ def print_report(report: dict[str, Any]) -> None:
             f"    {'bare Starlette':<22}{s['bare_rps']:>10.0f}{s['bare_p50_ms']:>9.2f}{s['bare_p99_ms']:>9.2f}{s['bare_cpu_cores']:>12.2f}"
         )
         out.append(
+            f"    {'minimal durable':<22}{s['durable_rps']:>10.0f}{s['durable_p50_ms']:>9.2f}{s['durable_p99_ms']:>9.2f}{s['durable_cpu_cores']:>12.2f}"
+        )
+        out.append(
             f"    {'receiver':<22}{s['receiver_rps']:>10.0f}{s['receiver_p50_ms']:>9.2f}{s['receiver_p99_ms']:>9.2f}{s['receiver_cpu_cores']:>12.2f}"
         )
         out.append(
-            f"    ratio receiver/bare: {s['ratio']:.1%}   non-2xx: {s['non_2xx']}   socket errors: {s['socket_errors']}"
+            f"    ratio receiver/minimal durable: {s['ratio_durable']:.2f}x   receiver/bare: {s['ratio']:.1%}   "
+            f"non-2xx: {s['non_2xx']}   socket errors: {s['socket_errors']}   invalid (wrapped) runs: {s['invalid_runs']}"
         )
+        pg_ms = s["pg_cpu_ms_per_event"]
+        out.append(
+            f"    CPU per event: receiver {s['receiver_cpu_ms_per_event']:.3f} ms"
+            + (f", PostgreSQL {pg_ms:.3f} ms" if pg_ms is not None else "")
+        )
+        if pg_ms:
+            per_replica, per_pg_core = 1000 / s["receiver_cpu_ms_per_event"], 1000 / pg_ms
+            out.append(
+                f"    replica model: one replica (one core) ingests {per_replica:,.0f} events/s, one PostgreSQL core "
+                f"{per_pg_core:,.0f}; a PostgreSQL of N cores carries {per_pg_core / per_replica:.1f} x N replicas "
+                "(CPU only: commit latency and disk are separate limits, see bench/README.md)"
+            )
         for i, r in enumerate(ing["runs"]):
             d = r["receiver"]["durability"]
             out.append(
                 f"    run {i + 1}: bare {r['bare']['rps']:.0f}/s, receiver {r['receiver']['rps']:.0f}/s "
                 f"p99 {r['receiver']['p99_ms']:.1f} ms, ratio {r['ratio']:.1%}; accepted {d['accepted_2xx']} "
-                f"<= stored {d['stored_events']} <= sent {d['sent_upper_bound']}: {'ok' if d['ok'] else 'NOT OK'}"
+                f"<= stored {d['stored_events']} <= sent {d['sent_upper_bound']}: "
+                + ("INVALID (wrk wrapped, ids reused)" if d["ok"] is None else "ok" if d["ok"] else "NOT OK")
             )
     for name, pipe in report.get("pipeline", {}).items():
         out.append("")
@@ -1010,6 +1178,11 @@ def print_report(report: dict[str, Any]) -> None:
                 f"    {label:<30}{pipe[mode]['runs'][0]['calls']:>7}{s['calls_per_s']:>9.1f}{s['p50_ms']:>9.1f}"
                 f"{s['p99_ms']:>9.1f}{s['ingest_rate']:>10.0f}  {s['complete']!s:<8}"
                 f"  {s['receiver_cpu_cores']:.2f}, {s['receiver_cpu_ms_per_call']:.1f}{'':>18}{s['sandbox_cpu_ms_per_call']:.1f}"
+                + (
+                    f"  PostgreSQL ms/call {s['pg_cpu_ms_per_call']:.2f}"
+                    if s["pg_cpu_ms_per_call"] is not None
+                    else ""
+                )
             )
         for mode in ("steady", "burst"):
             for i, r in enumerate(pipe.get(mode, {}).get("runs", [])):
@@ -1060,6 +1233,11 @@ def print_report(report: dict[str, Any]) -> None:
             out.append("    inclusive (top 20):")
             out.extend(f"      {v:5.1f}%  {f}" for f, v in prof["inclusive_pct"][:20])
     out.append("")
+    if report.get("ratelimit"):
+        out.append("")
+        out.append("(d) rate budget: backlog through a small sandbox limit, half the webhooks lost (polling)")
+        out.extend(ratelimit.report_lines(report["ratelimit"]))
+        out.append("")
     out.append("targets" + (" (judged on the 1-replica runs)" if "scaling" in report else ""))
     for t in report["targets"]:
         out.append(f"    {t['verdict']:<5} {t['name']:<48} {t['value']}")
@@ -1081,6 +1259,13 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
             "ingest >= 25% of bare Starlette req/s",
             s["ratio"] >= TARGETS["ingest_ratio"],
             f"{s['ratio']:.1%}",
+        )
+        kind = report["config"]["database_kind"]
+        least = TARGETS["ingest_durable_ratio"][kind]
+        add(
+            f"ingest >= {least:.1f}x the minimal durable baseline ({kind})",
+            s["ratio_durable"] >= least,
+            f"{s['ratio_durable']:.2f}x",
         )
         add(
             "ingest p99 < 50 ms at 64 connections",
@@ -1116,6 +1301,12 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                 s["calls_per_s"] >= 0.95 * report["config"]["steady_rate"],
                 f"{s['calls_per_s']:.1f} calls/s",
             )
+    for r in report.get("ratelimit", []):
+        add(
+            f"rate budget {r['shape']}: >= 95% used, < 1% 429s",
+            r["use"] >= ratelimit.TARGET_USE and r["share_429"] < ratelimit.TARGET_429,
+            f"{r['use']:.1%} of {r['allowed_per_s']:.2f}/s, {r['share_429']:.2%} 429s, {r['starts_per_s']:.2f} starts/s",
+        )
     if "rss" in report:
         r = report["rss"]
         add(
@@ -1152,7 +1343,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="receiver replicas on one database; >1 also runs 1 replica and reports the scaling factor",
     )
-    p.add_argument("--only", default="ingest,pipeline,rss", help="comma list of ingest, pipeline, rss")
+    p.add_argument(
+        "--only",
+        default="ingest,pipeline,rss,ratelimit",
+        help="comma list of ingest, pipeline, rss, ratelimit",
+    )
     p.add_argument(
         "--repeat", type=int, help="repetitions per measurement, median reported (default 3, quick 1)"
     )
@@ -1194,8 +1389,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
-    if args.only - {"ingest", "pipeline", "rss"}:
-        p.error(f"--only: unknown {sorted(args.only - {'ingest', 'pipeline', 'rss'})}")
+    parts = {"ingest", "pipeline", "rss", "ratelimit"}
+    if args.only - parts:
+        p.error(f"--only: unknown {sorted(args.only - parts)}")
     if args.replicas < 1:
         p.error("--replicas must be >= 1")
     args.repeat = args.repeat or (1 if args.quick else 3)
@@ -1212,10 +1408,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--receiver-env {item!r}: NAME=VALUE")
         env[name] = value
     args.receiver_env = env
-    if args.database != "sqlite" and not args.database.startswith(
+    if args.database not in ("sqlite", "pg") and not args.database.startswith(
         ("sqlite:", "postgresql://", "postgres://")
     ):
-        p.error("--database: sqlite or postgresql://…")
+        p.error("--database: sqlite, pg (a private cluster, default durability) or postgresql://…")
     return args
 
 
@@ -1305,6 +1501,15 @@ def run(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
     if "rss" in args.only:
         log(f"rss: {args.rss_calls} calls")
         report["rss"] = rss_once(procs, args, args.replicas, "rss")
+    if "ratelimit" in args.only:
+        report["ratelimit"] = []
+        for k, shape in enumerate(ratelimit.shapes(args.quick)):
+            log(f"rate budget: {shape.name}, {shape.seconds:g}s, backlog {shape.backlog()} calls")
+            report["ratelimit"].append(ratelimit_once(procs, args, shape, f"rl{k}"))
+            r = report["ratelimit"][-1]
+            log(
+                f"  {r['use']:.1%} of the allowed rate, {r['starts_per_s']:.2f} starts/s, 429s {r['share_429']:.2%}"
+            )
     if len(configs) == 2:
         one, many = configs[0][0], configs[1][0]
         scaling: dict[str, Any] = {}
@@ -1331,7 +1536,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     log(f"work dir {workdir}")
     code = 0
+    cluster = None
     try:
+        if args.database == "pg":
+            log("starting a private PostgreSQL cluster (fsync on, synchronous_commit on)")
+            cluster = pgcluster.PrivateCluster().start()
+            args.database, args.pg_cluster = cluster.url, cluster
         report = run(args, procs)
         RESULTS.mkdir(exist_ok=True)
         out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -1346,6 +1556,8 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     finally:
         procs.stop_all()
+        if cluster is not None:
+            cluster.stop()
         if args.keep or code:
             log(f"kept {workdir}")
         else:

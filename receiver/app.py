@@ -134,6 +134,7 @@ def create_app(
             transport=kallglot_transport,
             clock=clock,
             user_agent=f"kallglot-receiver/{VERSION}",
+            rate_share=settings.kallglot_rate_share,
         )
         context = HandlerContext(
             kallglot=kallglot, clock=clock, sleep=asyncio.sleep, user_agent=f"kallglot-receiver/{VERSION}"

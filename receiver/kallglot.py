@@ -4,14 +4,15 @@ Errors (each carries ``operation``, ``status``, ``code`` and a message without s
 
     KallglotError
      ├── Unavailable           5xx, timeouts, connection errors: retry with backoff
-     ├── RateLimited           429: retry after ``retry_after`` (the pacer blocks everyone until then)
+     ├── RateLimited           429: retry after ``retry_after`` (the budget blocks everyone until then)
      ├── Retryable             409 idempotency_conflict, transcript not ready: retry with backoff
      ├── StartingPaused        402 insufficient_api_credits, 403 organization_inactive, 401: keep calls
      │                         queued, pause starting, resume by itself
      ├── NotFound              404: the call fails with a reason
      └── Rejected              any other 4xx: the call fails with a reason
 
-Every response updates the credit and rate-limit gauges and the pacer.
+Every response updates the credit and rate-limit gauges and the one rate budget
+(``receiver.pacing.Budget`` behind ``receiver.throttle.Throttle``) that every request waits on.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import httpx
 
 from receiver import jsonsafe
 from receiver.metrics import Metrics
-from receiver.pacing import Pacer, parse_rate_limit, parse_retry_after
+from receiver.pacing import Budget, parse_rate_limit, parse_retry_after
+from receiver.throttle import Priority, Throttle
 
 log = logging.getLogger("receiver.kallglot")
 
@@ -136,6 +138,7 @@ class KallglotClient:
         clock: Callable[[], float] = time.time,
         sleep: Sleep | None = None,
         user_agent: str = "kallglot-receiver",
+        rate_share: float = 1.0,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
@@ -147,7 +150,8 @@ class KallglotClient:
         self._metrics = metrics
         self._clock = clock
         self._sleep: Sleep = sleep or asyncio.sleep
-        self._pacers = {"start": Pacer(), "read": Pacer(), "end": Pacer()}
+        # One budget for every request: Kallglot counts all /v1 routes against one limit.
+        self.throttle = Throttle(Budget(share=rate_share), clock)
         #: The last ``X-API-Credits-Remaining`` seen, None until a response told us.
         self.credits_remaining: float | None = None
 
@@ -156,7 +160,11 @@ class KallglotClient:
 
     def blocked_until(self) -> float:
         """Until when a 429 told us not to start analyses."""
-        return self._pacers["start"].blocked_until
+        return self.throttle.budget.blocked_until
+
+    def _no_answer(self, ticket: int) -> None:
+        self.throttle.budget.lost(ticket)
+        self.throttle.answered()
 
     async def _request(
         self,
@@ -168,24 +176,30 @@ class KallglotClient:
         json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        pacer = self._pacers[group]
-        delay = pacer.reserve(self._clock())
-        if delay > 0:
-            await self._sleep(delay)
+        budget = self.throttle.budget
+        ticket = await self.throttle.acquire(Priority.START if group == "start" else Priority.OTHER)
+        sent_at = self._clock()
         started = time.perf_counter()
         try:
             response = await self._http.request(method, path, json=json, headers=headers)
         except httpx.TimeoutException as exc:
+            self._no_answer(ticket)
             self._metrics.kallglot_request(operation, "timeout", time.perf_counter() - started)
             raise Unavailable(operation, "timed out") from exc
         except httpx.HTTPError as exc:
+            self._no_answer(ticket)
             self._metrics.kallglot_request(operation, "error", time.perf_counter() - started)
             raise Unavailable(operation, f"{type(exc).__name__}") from exc
+        except BaseException:
+            self._no_answer(ticket)
+            raise
         self._metrics.kallglot_request(operation, str(response.status_code), time.perf_counter() - started)
         _log_response(operation, response)
         now = self._clock()
         rate = parse_rate_limit(response.headers, now)
-        pacer.observe(rate, now)
+        budget.observe(rate, ticket, sent_at, now)
+        if response.status_code != 429:
+            self.throttle.answered()
         remaining = _header_number(response.headers, "x-api-credits-remaining")
         if remaining is not None:
             self.credits_remaining = remaining
@@ -204,7 +218,8 @@ class KallglotClient:
                 retry_after = max(0.0, rate.reset_at - now)
             capped = _capped(retry_after)
             retry_after = 30.0 if capped is None else capped
-            pacer.block(now + retry_after)
+            budget.refused(retry_after, now)
+            self.throttle.answered()
             raise RateLimited(operation, message, status=status, code=code, retry_after=retry_after)
         retry_after = parse_retry_after(response.headers.get("retry-after"), now) or body_retry
         retry_after = _capped(retry_after)

@@ -94,61 +94,168 @@ def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimit | None
     )
 
 
-class Pacer:
-    """Spreads requests over the rate-limit window so that 429s stay rare.
+class Budget:
+    """One request budget for every call to Kallglot: uniform spacing across the window.
 
-    With ``remaining`` requests left until ``reset_at``, requests are spaced
-    ``(reset_at - now) / remaining`` apart; a 429 blocks everyone until ``Retry-After``.
-    Each ``reserve`` books a slot, so concurrent callers queue behind each other.
+    ``X-RateLimit-Reset`` is a whole Unix second, so the window's length is learned from bounds:
+    the answer that opened a window (``remaining == limit - 1``) bounds it from above
+    (``reset - sent``) and below (``reset - 1 - answered``); an answer still counted in a window
+    shows it is longer than ``sent - opener answered``; the opener of the next one shows it is
+    not longer than ``answered - previous opener sent``. With limit ``L`` and the window's length
+    ``W`` (the upper bound, or a little above the middle once the bounds are close) requests go
+    ``W / (L * share)`` apart, which fills every window without a burst at its start; the last
+    known limit carries into the next window instead of starting each one blind. Until anything
+    is known, one request at a time probes. ``share`` is this replica's part of the
+    organisation's limit (1/N for N replicas).
+
+    ``take`` hands out a ticket; ``observe`` needs it so that answers arriving out of order are
+    corrected for the requests sent after them. A 429 blocks everyone until ``Retry-After`` and
+    widens the spacing; each answer that was not a 429 narrows it again, down to the computed one.
     """
 
-    def __init__(self, *, safety: float = 0.9) -> None:
-        self._safety = safety
+    def __init__(self, *, share: float = 1.0, margin: float = 0.01) -> None:
+        self._share = share
+        self._margin = margin
+        self._limit: int | None = None
+        self._window: float | None = None
+        self._unlimited = False
+        self._probe: int | None = None  # ticket of the probe in flight
+        self._reset_header: float | None = None  # the current window's X-RateLimit-Reset
+        self._last_header = float("-inf")  # the newest X-RateLimit-Reset seen
+        self._opened_at: float | None = None  # when the request that opened it was sent
+        self._opened_answered = 0.0  # … and when its answer came
+        self._floor = 0.0  # the window is longer than this (lower bound, see _bisect)
         self._remaining: float | None = None
-        self._reset_at: float | None = None
+        self._sent = 0
+        self._next_at = 0.0
         self._blocked_until = 0.0
-        self._next_slot = 0.0
+        self._slowdown = 1.0
 
     @property
     def blocked_until(self) -> float:
         return self._blocked_until
 
-    def observe(self, rate: RateLimit | None, now: float) -> None:
+    @property
+    def limit(self) -> int | None:
+        return self._limit
+
+    @property
+    def window(self) -> float | None:
+        return self._window
+
+    def spacing(self) -> float:
+        """The steady gap between two requests (0 while the limit or window is unknown)."""
+        if self._unlimited or self._limit is None or self._window is None:
+            return 0.0
+        return self._span() * self._slowdown / (max(1, self._limit) * self._share)
+
+    def _span(self) -> float:
+        """The window length to plan with: its upper bound, or (when the bounds are close) a little
+        above their middle, never shorter than the real one."""
+        assert self._window is not None
+        middle = (self._floor + self._window) / 2 if self._floor > 0 else self._window
+        return max(self._window, middle * (1 + self._margin))
+
+    def _reset_at(self) -> float | None:
+        """When the current window ends, as well as we know it (a little late rather than early)."""
+        if self._reset_header is None:
+            return None
+        if self._opened_at is None or self._window is None:
+            return self._reset_header
+        return min(self._reset_header, self._opened_at + self._span())
+
+    def _roll(self, now: float) -> None:
+        reset_at = self._reset_at()
+        if reset_at is not None and now >= reset_at:
+            # A new window: carry the last known limit into it rather than starting blind.
+            self._reset_header = self._opened_at = None
+            known = self._limit is not None and self._window is not None
+            self._remaining = float(self._limit or 0) if known else None
+
+    def next_at(self, now: float) -> float | None:
+        """When the next request may go; None while a probe is in flight (wait for its answer)."""
+        self._roll(now)
+        start = max(now, self._next_at, self._blocked_until)
+        if self._unlimited:
+            return start
+        if self._probe is not None and (self._limit is None or self._remaining is None):
+            return None
+        reset_at = self._reset_at()
+        if self._remaining is not None and self._remaining < 1 and reset_at is not None:
+            start = max(start, reset_at)
+        return start
+
+    def take(self, now: float) -> int:
+        """Book a request sent at ``now`` (call only when ``next_at(now) <= now``); return its ticket."""
+        self._roll(now)
+        self._sent += 1
+        gap = self.spacing()
+        reset_at = self._reset_at()
+        if self._remaining is not None and reset_at is not None and reset_at > now:
+            # Less left than the steady pace assumes (another client spends from it): spread what
+            # is left so that the slot after the last one falls on the reset.
+            gap = max(gap, (reset_at - now) / max(self._remaining, 1.0))
+            self._remaining -= 1
+        elif self._remaining is not None:
+            self._remaining -= 1
+        if not self._unlimited and (self._limit is None or self._remaining is None):
+            self._probe = self._sent
+        self._next_at = now + gap
+        return self._sent
+
+    def observe(self, rate: RateLimit | None, ticket: int, sent_at: float, now: float) -> None:
+        """An answer to the request with ``ticket`` (sent at ``sent_at``) arrived at ``now``."""
+        if self._probe == ticket:
+            self._probe = None
         if rate is None:
+            if self._limit is None:
+                self._unlimited = True  # answers carry no budget: nothing to pace
             return
-        new_window = rate.reset_at is not None and (self._reset_at is None or rate.reset_at > self._reset_at)
-        if new_window:
-            self._reset_at = rate.reset_at
-        if rate.remaining is not None:
-            told = rate.remaining * self._safety if rate.remaining > 1 else float(rate.remaining)
-            # Answers to concurrent requests arrive out of order: within a window, an older (higher)
-            # count must not undo the slots booked since, so only a new window raises the estimate.
-            if new_window or self._remaining is None:
-                self._remaining = told
-            else:
-                self._remaining = min(self._remaining, told)
+        self._unlimited = False
+        if rate.limit is not None:
+            self._limit = rate.limit
+        if rate.remaining is None or rate.reset_at is None:
+            return
+        if self._limit is not None and rate.remaining == self._limit - 1:
+            # This request opened its window: between its sending and its answer. The whole-second
+            # reset bounds the length from above and from below.
+            self._shorten(rate.reset_at - sent_at)
+            self._floor = max(self._floor, rate.reset_at - 1 - now)
+        after = float(rate.remaining - (self._sent - ticket))
+        opener = rate.remaining == (self._limit or 0) - 1
+        if rate.reset_at > self._last_header:
+            if opener and self._opened_at is not None:
+                # It opened the next window, so the last one had ended by now: not longer than this.
+                self._shorten(now - self._opened_at)
+            self._last_header = self._reset_header = rate.reset_at
+            self._opened_at = sent_at if opener else None
+            self._opened_answered = now
+            self._remaining = after
+        elif rate.reset_at == self._reset_header:
+            if self._opened_at is not None:
+                # Still counted in the window, so it had not ended when this was sent: longer.
+                self._floor = max(self._floor, sent_at - self._opened_answered)
+            # Answers to concurrent requests arrive out of order: an older (higher) count must
+            # not undo the requests sent since, so within a window only the lowest count counts.
+            if opener:
+                self._opened_at, self._opened_answered = sent_at, now
+            self._remaining = after if self._remaining is None else min(self._remaining, after)
+        self._slowdown = max(1.0, self._slowdown * 0.98)
 
-    def block(self, until: float) -> None:
-        """Nobody sends before ``until`` (after a 429)."""
-        self._blocked_until = max(self._blocked_until, until)
-        self._next_slot = max(self._next_slot, until)
+    def _shorten(self, sample: float) -> None:
+        if sample > 0 and (self._window is None or sample < self._window):
+            self._window = sample
+        if self._window is not None and self._floor >= self._window:
+            self._floor = 0.0  # the window changed: bounds that contradict are forgotten
 
-    def reserve(self, now: float) -> float:
-        """Book the next slot; return how long to wait before sending (0 = now)."""
-        start = max(now, self._blocked_until, self._next_slot)
-        if self._reset_at is not None and self._remaining is not None:
-            if start >= self._reset_at:
-                # A new window has begun; we know nothing of its budget until the next response.
-                self._remaining = None
-                spacing = 0.0
-            elif self._remaining < 1:
-                start = self._reset_at
-                self._remaining = None
-                spacing = 0.0
-            else:
-                spacing = (self._reset_at - start) / self._remaining
-                self._remaining -= 1
-        else:
-            spacing = 0.0
-        self._next_slot = start + spacing
-        return start - now
+    def lost(self, ticket: int) -> None:
+        """The request with ``ticket`` got no answer (or its answer was read): it probes no more."""
+        if self._probe == ticket:
+            self._probe = None
+
+    def refused(self, retry_after: float, now: float) -> None:
+        """A 429: nobody sends before ``now + retry_after``, and the pace slows down."""
+        self._blocked_until = max(self._blocked_until, now + retry_after)
+        self._next_at = max(self._next_at, self._blocked_until)
+        self._slowdown = min(4.0, self._slowdown * 1.25)
+        self._remaining = 0.0

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     admin_host: str | None = _env("RECEIVER_ADMIN_HOST", "admin_host", None, min_length=1)
     body_timeout_seconds: float = _env("RECEIVER_BODY_TIMEOUT_SECONDS", "body_timeout_seconds", 10.0, gt=0)
     max_connections: int = _env("RECEIVER_MAX_CONNECTIONS", "max_connections", 1000, ge=1)
+    # --- perf (issue 9): this replica's part of the organisation's Kallglot rate limit ---
+    kallglot_rate_share: float = _env("RECEIVER_KALLGLOT_RATE_SHARE", "kallglot_rate_share", 1.0, gt=0, le=1)
 
     @field_validator("analysis_include", mode="before")
     @classmethod

@@ -52,6 +52,7 @@ from receiver.store import (
 from receiver.store import postgres_sql as sql
 from receiver.store import postgres_state_sql as state_sql
 from receiver.store.keys import delivery_id
+from receiver.store.pgbatch import AcceptBatcher, Pending
 from receiver.store.postgres_state import PostgresStateMixin
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record, include_json
 
@@ -145,6 +146,8 @@ class PostgresStore(PostgresStateMixin):
         # Our own NOTIFYs carry this token so that only the OTHER replicas act on them.
         self._token = uuid.uuid4().hex[:12]
         self._migrated = False
+        # Concurrent inbound events share one statement and one COMMIT (see pgbatch).
+        self._batcher = AcceptBatcher(self._accept_many, self._accept_one)
 
     def _notify(self, kind: str) -> str:
         return f"{kind}:{self._token}"
@@ -293,17 +296,25 @@ class PostgresStore(PostgresStateMixin):
     async def accept_call(
         self, source: str, event_id: str, event_type: str, call: NewCall, now: float
     ) -> Accepted:
+        return await self._batcher.accept(source, event_id, event_type, call, now)
+
+    async def _accept_many(self, columns: list[list[Any]]) -> list[Any]:
+        async with self._conn() as conn:
+            return list(await conn.fetch(sql.ACCEPT_CALLS, *columns, CHANNEL, self._notify("start")))
+
+    async def _accept_one(self, item: Pending) -> Accepted:
+        call = item.call
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 sql.ACCEPT_CALL,
-                source,
-                event_id,
-                event_type,
+                item.source,
+                item.event_id,
+                item.event_type,
                 call.session_id,
                 json.dumps(call.call),
                 call.end_session,
                 call.analysis_key,
-                now,
+                item.now,
                 CHANNEL,
                 self._notify("start"),
                 call.profile,

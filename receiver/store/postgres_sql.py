@@ -179,3 +179,41 @@ SELECT
         UNION ALL SELECT state, count(*) FROM calls WHERE state IN ('completed', 'failed') GROUP BY state
     ) y) AS by_state
 """
+
+# --- perf (issue 9): the inbound events of concurrent requests in one statement ------------------
+# One row per request, all distinct in (source, event_id) and in session_id (the batcher defers
+# the others): ON CONFLICT DO UPDATE may not touch one row twice in a statement. Rows are inserted
+# in key order so that two replicas' batches lock in the same order and cannot deadlock.
+ACCEPT_CALLS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
+                         $7::text[], $8::float8[], $9::text[], $10::text[])
+        WITH ORDINALITY AS t (source, event_id, type, session_id, call_json, end_session, analysis_key,
+                              received_at, profile, include, ord)
+), ev AS (
+    INSERT INTO inbound_events (source, event_id, type, session_id, received_at)
+    SELECT source, event_id, type, session_id, received_at FROM input ORDER BY source, event_id
+    ON CONFLICT DO NOTHING RETURNING source, event_id
+), upsert AS (
+    INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at, next_at, updated_at,
+                       analysis_profile, analysis_include)
+    SELECT i.session_id, 'received', i.call_json::jsonb, i.end_session, i.analysis_key,
+           i.received_at, i.received_at, i.received_at, i.profile, i.include
+    FROM input i JOIN ev ON ev.source = i.source AND ev.event_id = i.event_id
+    -- a session analysed before (its call row may be pruned since) is never created again
+    WHERE NOT EXISTS (SELECT 1 FROM analysed_sessions a WHERE a.session_id = i.session_id)
+       OR EXISTS (SELECT 1 FROM calls c WHERE c.session_id = i.session_id)
+    ORDER BY i.session_id
+    ON CONFLICT (session_id) DO UPDATE SET
+        call_json = receiver_merge_patch(calls.call_json, EXCLUDED.call_json),
+        end_session = calls.end_session OR EXCLUDED.end_session,
+        updated_at = EXCLUDED.updated_at
+    RETURNING session_id, (xmax = 0) AS inserted
+)
+SELECT i.ord, ev.event_id IS NOT NULL AS fresh, u.inserted,
+       CASE WHEN i.ord = 1 AND EXISTS (SELECT 1 FROM upsert WHERE inserted) THEN pg_notify($11, $12) END
+FROM input i
+LEFT JOIN ev ON ev.source = i.source AND ev.event_id = i.event_id
+LEFT JOIN upsert u ON u.session_id = i.session_id AND ev.event_id IS NOT NULL
+ORDER BY i.ord
+"""

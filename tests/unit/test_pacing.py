@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import heapq
+import math
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiver.pacing import Pacer, RateLimit, backoff, parse_rate_limit, parse_retry_after
+from receiver.pacing import Budget, RateLimit, backoff, parse_rate_limit, parse_retry_after
+from receiver.sandbox.ratelimit import FixedWindow, Quota
 
 NOW = 1_711_454_400.0
 
@@ -68,58 +73,145 @@ def test_rate_limit_headers(headers: dict[str, str], expected: RateLimit | None)
     assert parse_rate_limit(headers, NOW) == expected
 
 
-def test_the_pacer_spreads_the_remaining_budget_over_the_window() -> None:
-    pacer = Pacer(safety=1.0)
-    pacer.observe(RateLimit(limit=10, remaining=10, reset_at=NOW + 10), NOW)
+def _simulate(
+    limit: int,
+    window: float,
+    duration: float,
+    *,
+    share: float = 1.0,
+    seed: int = 1,
+    others: float = 0.0,
+    jitter: float = 0.01,
+) -> tuple[float, int, int]:
+    """A backlog through ``Budget`` against the sandbox's fixed window, on a virtual clock.
 
-    waits = [pacer.reserve(NOW) for _ in range(5)]
+    16 requests may be in flight; each way takes 10 ms plus up to ``jitter``. ``others`` is the rate (per second) at
+    which another client spends from the same window. Returns (share of the allowed rate used by
+    us, 2xx, 429).
+    """
+    rng = random.Random(seed)
+    budget, server = Budget(share=share), FixedWindow()
+    now, end = NOW + 0.3, NOW + 0.3 + duration
+    pending: list[tuple[float, int, float, Quota]] = []
+    ok = refused = 0
+    next_other = now if others else math.inf
+    while now < end:
+        while next_other <= now:
+            server.take(next_other, limit, window)
+            next_other += 1 / others
+        while pending and pending[0][0] <= now:
+            at, ticket, sent_at, quota = heapq.heappop(pending)
+            headers = {k.lower(): v for k, v in quota.headers().items()}
+            budget.observe(parse_rate_limit(headers, at), ticket, sent_at, at)
+            if not quota.allowed:
+                budget.refused(max(1.0, math.ceil(quota.retry_after)), at)
+        due = budget.next_at(now) if len(pending) < 16 else None
+        if due is None or due > now:
+            candidates = [t for t in (due, pending[0][0] if pending else None, next_other) if t is not None]
+            now = min(candidates)
+            continue
+        ticket = budget.take(now)
+        arrival = now + 0.01 + rng.random() * jitter
+        quota = server.take(arrival, limit, window)
+        ok, refused = (ok + 1, refused) if quota.allowed else (ok, refused + 1)
+        heapq.heappush(pending, (arrival + 0.01 + rng.random() * jitter, ticket, now, quota))
+    return ok / (duration * limit * share / window), ok, refused
 
-    assert waits == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0])
+
+@pytest.mark.parametrize(
+    ("limit", "window", "duration", "least", "jitter"),
+    [
+        pytest.param(10, 2.0, 60, 0.95, 0.01, id="10 per 2 s"),
+        pytest.param(10, 2.0, 60, 0.95, 0.03, id="10 per 2 s, 30 ms jitter"),
+        pytest.param(60, 60.0, 600, 0.97, 0.01, id="60 per 60 s"),
+        pytest.param(600, 60.0, 600, 0.97, 0.01, id="600 per 60 s"),
+        pytest.param(20, 1.0, 60, 0.93, 0.01, id="20 per 1 s"),
+    ],
+)
+def test_a_backlog_uses_the_budget_without_a_single_429(
+    limit: int, window: float, duration: float, least: float, jitter: float
+) -> None:
+    used, _, refused = _simulate(limit, window, duration, jitter=jitter)
+
+    assert refused == 0
+    assert least <= used <= 1.0
 
 
-def test_the_pacer_waits_for_the_reset_when_nothing_is_left() -> None:
-    pacer = Pacer()
-    pacer.observe(RateLimit(limit=10, remaining=0, reset_at=NOW + 7), NOW)
+def test_half_a_budget_per_replica_leaves_room_for_the_other() -> None:
+    used, _, refused = _simulate(60, 60.0, 600, share=0.5, others=0.48)
 
-    assert pacer.reserve(NOW) == pytest.approx(7.0)
-    assert pacer.reserve(NOW + 7) == pytest.approx(0.0)
-
-
-def test_a_429_blocks_every_caller_until_retry_after() -> None:
-    pacer = Pacer()
-    pacer.block(NOW + 30)
-
-    assert pacer.reserve(NOW) == pytest.approx(30.0)
-    assert pacer.blocked_until == NOW + 30
+    assert refused <= 2
+    assert used >= 0.85
 
 
-def test_without_headers_the_pacer_does_not_delay() -> None:
-    pacer = Pacer()
-    assert [pacer.reserve(NOW) for _ in range(3)] == [0.0, 0.0, 0.0]
+def test_another_client_spending_the_same_budget_causes_no_429_storm() -> None:
+    _, ok, refused = _simulate(60, 60.0, 600, others=0.3)
+
+    assert refused <= 0.01 * (ok + refused) + 2
 
 
-@given(st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=30))
-def test_paced_requests_never_exceed_the_budget_within_the_window(budgets: list[int]) -> None:
-    remaining = budgets[0]
-    pacer = Pacer(safety=1.0)
-    pacer.observe(RateLimit(limit=50, remaining=remaining, reset_at=NOW + 60), NOW)
-    sent_before_reset = sum(1 for _ in range(100) if pacer.reserve(NOW) < 60)
-    assert sent_before_reset <= max(remaining, 0) + 1
+def test_nothing_known_means_one_probe_at_a_time() -> None:
+    budget = Budget()
+    ticket = budget.take(NOW)
+
+    assert budget.next_at(NOW) is None
+    budget.observe(RateLimit(limit=10, remaining=9, reset_at=NOW + 2), ticket, NOW, NOW + 0.01)
+    assert budget.next_at(NOW + 0.01) == NOW + 0.01
+
+
+def test_answers_without_rate_headers_are_not_paced() -> None:
+    budget = Budget()
+    budget.observe(None, budget.take(NOW), NOW, NOW)
+
+    assert [budget.next_at(NOW) for _ in range(3)] == [NOW, NOW, NOW]
+    budget.take(NOW)
+    assert budget.next_at(NOW) == NOW
+
+
+def test_a_request_that_got_no_answer_stops_probing() -> None:
+    budget = Budget()
+    budget.lost(budget.take(NOW))
+
+    assert budget.next_at(NOW) == NOW
+
+
+def test_the_window_is_bounded_from_both_sides_by_the_answers() -> None:
+    budget = Budget(margin=0.0)
+    opener = budget.take(NOW)
+    budget.observe(RateLimit(limit=10, remaining=9, reset_at=NOW + 3), opener, NOW + 0.5, NOW + 0.5)
+    later = budget.take(NOW + 2.4)
+    budget.observe(RateLimit(limit=10, remaining=8, reset_at=NOW + 3), later, NOW + 2.4, NOW + 2.4)
+
+    # Opened at 0.5, still counting at 2.4 and the reset is second 3: the window is 1.9 to 2.5 s.
+    assert budget.window == pytest.approx(2.5)
+    assert budget.spacing() == pytest.approx(0.25)
+
+
+def test_the_window_is_learned_and_spacing_spreads_the_limit_over_it() -> None:
+    budget = Budget(margin=0.0)
+    ticket = budget.take(NOW)
+    budget.observe(RateLimit(limit=10, remaining=9, reset_at=NOW + 2), ticket, NOW, NOW)
+
+    assert budget.window == 2.0
+    assert budget.spacing() == pytest.approx(0.2)
+
+
+def test_a_429_blocks_every_caller_until_retry_after_and_slows_the_pace() -> None:
+    budget = Budget(margin=0.0)
+    budget.observe(RateLimit(limit=10, remaining=9, reset_at=NOW + 2), budget.take(NOW), NOW, NOW)
+    before = budget.spacing()
+    budget.refused(30, NOW)
+
+    assert budget.blocked_until == NOW + 30
+    assert budget.next_at(NOW) == NOW + 30
+    assert budget.spacing() > before
 
 
 def test_an_older_answer_does_not_raise_the_budget_within_a_window() -> None:
-    pacer = Pacer(safety=1.0)
-    pacer.observe(RateLimit(limit=10, remaining=4, reset_at=NOW + 10), NOW)
-    pacer.observe(RateLimit(limit=10, remaining=8, reset_at=NOW + 10), NOW)  # answered late
+    budget = Budget()
+    first, second = budget.take(NOW), budget.take(NOW)
+    budget.observe(RateLimit(limit=10, remaining=1, reset_at=NOW + 10), second, NOW, NOW)
+    budget.observe(RateLimit(limit=10, remaining=8, reset_at=NOW + 10), first, NOW, NOW)  # late
 
-    assert pacer.reserve(NOW) == 0.0
-    assert pacer.reserve(NOW) == pytest.approx(10 / 4)
-
-
-def test_a_new_window_resets_the_budget() -> None:
-    pacer = Pacer(safety=1.0)
-    pacer.observe(RateLimit(limit=10, remaining=1, reset_at=NOW + 10), NOW)
-    pacer.observe(RateLimit(limit=10, remaining=10, reset_at=NOW + 20), NOW + 10)
-
-    assert pacer.reserve(NOW + 10) == 0.0
-    assert pacer.reserve(NOW + 10) == pytest.approx(1.0)
+    budget.take(NOW)
+    assert budget.next_at(NOW) == NOW + 10  # nothing left until the reset
