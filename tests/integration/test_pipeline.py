@@ -230,10 +230,13 @@ async def test_the_credit_reserve_keeps_calls_queued_without_spending(make_stack
     await stack.session_ended("sess_reserve1")
     await wait_for(lambda: _paused(stack), timeout=10, what="the reserve to pause starting")
 
+    async def reason() -> str:
+        # The gate pauses before the call's reason is written: wait for the reason too.
+        view = await stack.call("sess_reserve1")
+        return str((view or {}).get("reason") or "")
+
+    assert "RECEIVER_CREDIT_RESERVE" in await wait_for(reason, timeout=10, what="the call's reason")
     assert stack.charged("sess_reserve1") == 0
-    view = await stack.call("sess_reserve1")
-    assert view is not None
-    assert "RECEIVER_CREDIT_RESERVE" in view["reason"]
 
 
 async def test_short_calls_are_skipped_without_a_credit(make_stack: StackFactory) -> None:
