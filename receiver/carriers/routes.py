@@ -145,6 +145,8 @@ def event_view(record: CarrierEventRecord) -> dict[str, Any]:
 async def admin_carrier_events(request: Request) -> Response:
     http = _authorize(request)
     session = request.query_params.get("session_id")
+    if session is not None and not SESSION_ID.match(session):
+        return error(400, "bad_request", "session_id must be a session id such as sess_01HXYZ")
     records = await http.service.store.list_carrier_events(session, 500)
     return JSONResponse({"unmatched": session is None, "carrier_events": [event_view(r) for r in records]})
 
