@@ -23,6 +23,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 
+from receiver.carriers.routes import ADMIN_ROUTES as CARRIER_ADMIN_ROUTES
+from receiver.carriers.routes import PUBLIC_ROUTES as CARRIER_PUBLIC_ROUTES
+from receiver.carriers.setup import build as build_telephony
 from receiver.delivery import Handler, HandlerContext, HandlerOptions
 from receiver.kallglot import KallglotClient
 from receiver.metrics import Metrics
@@ -157,6 +160,8 @@ def create_app(
         except StoreError as exc:  # never claimed anyway: the next start-up looks again
             log.warning("delivery.orphan_check_failed", extra={"error": str(exc)})
         db.subscribe(service.wakeups)
+        app.state.telephony, app.state.pbx = build_telephony(settings, service)
+        await app.state.telephony.refresh_unmatched()
         app.state.http = HttpState(
             service=service,
             kallglot_secrets=[s.get_secret_value() for s in settings.kallglot_webhook_secrets],
@@ -204,12 +209,16 @@ def create_app(
         Middleware(BodyDeadline, seconds=settings.body_timeout_seconds),
     ]
     public = Starlette(
-        routes=[*PUBLIC_ROUTES, *(mounts or [])],
+        routes=[*PUBLIC_ROUTES, *CARRIER_PUBLIC_ROUTES, *(mounts or [])],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,
         lifespan=lifespan,
     )
-    admin = Starlette(routes=ADMIN_ROUTES, exception_handlers=EXCEPTION_HANDLERS, middleware=middleware)
+    admin = Starlette(
+        routes=[*ADMIN_ROUTES, *CARRIER_ADMIN_ROUTES],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=middleware,
+    )
     admin.state = public.state  # one runtime, one HttpState: the admin app has no lifespan of its own
     public.state.admin_app = admin
     return public

@@ -51,6 +51,9 @@ def sandbox_overrides(port: int) -> dict[str, Any]:
         "RECEIVER_INBOUND_SECRETS": ("inbound_secrets", DEV_INBOUND_SECRET),
         "RECEIVER_ADMIN_TOKEN": ("admin_token", DEV_ADMIN_TOKEN),
     }
+    from receiver.carriers.dev import sandbox_defaults  # telephony presets
+
+    defaults |= sandbox_defaults()
     for env, (name, value) in defaults.items():
         if not file_variable_set(env):
             overrides[name] = value
@@ -208,7 +211,11 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     now = time.time()
     base = args.to.rstrip("/")
-    if args.event == "call-ended":
+    if args.event in ("twilio.completed", "telnyx.hangup"):
+        from receiver.carriers.dev import send_request
+
+        url, body, headers = send_request(args.event, base, args.session, args.secret)
+    elif args.event == "call-ended":
         body = json.dumps(
             {
                 "session_id": args.session,
@@ -229,7 +236,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         body = json.dumps(build_event(args.event, args.session, args.analysis, now)).encode()
         url = f"{base}/webhooks/kallglot"
         headers = {"Kallglot-Signature": sign_kallglot(args.secret or DEV_WEBHOOK_SECRET, int(now), body)}
-    headers["Content-Type"] = "application/json"
+    headers.setdefault("Content-Type", "application/json")
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=10)
     except httpx.HTTPError as exc:
@@ -408,7 +415,10 @@ def parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="sign and send a test event to a running receiver")
     send.add_argument(
         "event",
-        choices=["session.ended", "transcript.ready", "analysis.complete", "analysis.failed", "call-ended"],
+        choices=[
+            *("session.ended", "transcript.ready", "analysis.complete", "analysis.failed", "call-ended"),
+            *("twilio.completed", "telnyx.hangup"),
+        ],
     )
     send.add_argument("--session", required=True, help="sess_…")
     send.add_argument("--to", default=DEFAULT_URL, help=f"receiver base URL (default {DEFAULT_URL})")

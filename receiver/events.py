@@ -20,7 +20,7 @@ ANALYSIS_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 EVENT_ID_MAX = 256
 MAX_DURATION_SECONDS = 7 * 86400
 
-SESSION_END_TYPES = ("session.ended", "transcript.ready")
+SESSION_END_TYPES = ("session.ended", "transcript.ready", "session.provider.disconnected")
 ANALYSIS_TYPES = ("analysis.complete", "analysis.completed", "analysis.failed")
 _RESULT_KEYS = ("summary", "sentiment", "compliance", "keywords", "performance", "results")
 
@@ -42,6 +42,11 @@ def _loads(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidEvent("body must be a JSON object")
     return data
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object body under the same rules as every inbound event (no NaN, no NUL)."""
+    return _loads(body)
 
 
 def _session_id(value: Any, where: str) -> str:

@@ -131,16 +131,20 @@ async def _kallglot(request: Request, http: HttpState, body: bytes) -> tuple[str
 
 
 async def _call_ended(request: Request, http: HttpState, body: bytes) -> tuple[str, Accepted]:
-    webhook_id = verify_standard_webhooks(
-        request.headers,
-        body,
-        http.inbound_secrets,
-        tolerance_seconds=http.tolerance,
-        now=http.service.clock(),
-    )
+    pbx = getattr(request.app.state, "pbx", None)  # telephony: PBX mapping / bearer token
+    if pbx is not None:
+        webhook_id = pbx.authenticate(request.headers, body, http.service.clock())
+    else:
+        webhook_id = verify_standard_webhooks(
+            request.headers,
+            body,
+            http.inbound_secrets,
+            tolerance_seconds=http.tolerance,
+            now=http.service.clock(),
+        )
     if len(webhook_id) > 256:
         raise InvalidEvent("webhook-id is longer than 256 characters")
-    event = parse_call_ended(body)
+    event = pbx.parse(body) if pbx is not None else parse_call_ended(body)
     return "call-ended", await http.service.accept_call_ended(webhook_id, event)
 
 
@@ -149,8 +153,13 @@ async def kallglot_webhook(request: Request) -> Response:
 
 
 async def call_ended(request: Request) -> Response:
-    if not _state(request).inbound_secrets:
-        return error(404, "not_found", "set RECEIVER_INBOUND_SECRETS to enable /events/call-ended")
+    pbx = getattr(request.app.state, "pbx", None)
+    if not _state(request).inbound_secrets and not (pbx is not None and pbx.enabled):
+        return error(
+            404,
+            "not_found",
+            "set RECEIVER_INBOUND_SECRETS (or RECEIVER_INBOUND_BEARER_TOKEN) to enable /events/call-ended",
+        )
     return await _inbound(request, TELEPHONY, _call_ended)
 
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +100,8 @@ class Service:
         self.wakeups = Wakeups()
         self.gate = StartGate(clock, metrics, *pause_seconds)
         self._sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: Told (session id, data) of every Kallglot event and session lookup (telephony mapping).
+        self.session_observers: list[Callable[[str | None, dict[str, Any]], Awaitable[None]]] = []
 
     # --- inbound ----------------------------------------------------------------------------
 
@@ -108,6 +110,9 @@ class Service:
 
     @stage("intake", lambda event: event.session_id)
     async def accept_kallglot(self, event: KallglotEvent) -> Accepted:
+        hinted = event.session_id or event.data.get("session_id")
+        for observe in self.session_observers:
+            await observe(hinted if isinstance(hinted, str) else None, event.data)
         now = self.clock()
         if event.type in SESSION_END_TYPES:
             if event.type != self.settings.trigger or event.session_id is None:
@@ -318,6 +323,8 @@ class Service:
             log.info("session.lookup_failed", extra={"session_id": session_id, "reason": exc.reason})
             return {}
         self._sessions[session_id] = session
+        for observe in self.session_observers:
+            await observe(session_id, session)
         while len(self._sessions) > 1024:
             self._sessions.popitem(last=False)
         return session

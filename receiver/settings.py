@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     analysis_include: Annotated[list[str], NoDecode] = _env(
         "RECEIVER_ANALYSIS_INCLUDE", "analysis_include", list(ANALYSIS_COMPONENTS)
     )
-    trigger: Literal["session.ended", "transcript.ready"] = _env(
+    trigger: Literal["session.ended", "transcript.ready", "session.provider.disconnected"] = _env(
         "RECEIVER_TRIGGER", "trigger", "session.ended"
     )
     webhook_tolerance_seconds: int = _env(
@@ -116,6 +116,65 @@ class Settings(BaseSettings):
     max_connections: int = _env("RECEIVER_MAX_CONNECTIONS", "max_connections", 1000, ge=1)
     # --- perf (issue 9): this replica's part of the organisation's Kallglot rate limit ---
     kallglot_rate_share: float = _env("RECEIVER_KALLGLOT_RATE_SHARE", "kallglot_rate_share", 1.0, gt=0, le=1)
+
+    # --- telephony presets (CONTRACT §9; docs/telephony.md) ---------------------------------
+    public_url: str | None = _env("RECEIVER_PUBLIC_URL", "public_url")
+    twilio_auth_token: SecretStr | None = _env("RECEIVER_TWILIO_AUTH_TOKEN", "twilio_auth_token")
+    telnyx_public_key: str | None = _env("RECEIVER_TELNYX_PUBLIC_KEY", "telnyx_public_key")
+    end_session: bool = _env("RECEIVER_END_SESSION", "end_session", False)
+    twilio_end_session: bool | None = _env("RECEIVER_TWILIO_END_SESSION", "twilio_end_session")
+    telnyx_end_session: bool | None = _env("RECEIVER_TELNYX_END_SESSION", "telnyx_end_session")
+    call_settle_seconds: float = _env(
+        "RECEIVER_CALL_SETTLE_SECONDS", "call_settle_seconds", 0.0, ge=0, le=86400
+    )
+    call_ended_mapping: Annotated[dict[str, str] | None, NoDecode] = _env(
+        "RECEIVER_CALL_ENDED_MAPPING", "call_ended_mapping"
+    )
+    inbound_bearer_token: SecretStr | None = _env("RECEIVER_INBOUND_BEARER_TOKEN", "inbound_bearer_token")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+            raise ValueError(
+                "must be the http(s) base URL the carrier calls, such as https://calls.example.com"
+            )
+        return value.rstrip("/") if value else value
+
+    @field_validator("twilio_auth_token", "inbound_bearer_token")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip().encode()) < 16:
+            raise ValueError("must be at least 16 bytes (an empty or short secret is refused)")
+        return value
+
+    @field_validator("telnyx_public_key")
+    @classmethod
+    def _telnyx_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            from receiver.carriers.telnyx import public_key
+
+            public_key(value)
+        return value
+
+    @field_validator("call_ended_mapping", mode="before")
+    @classmethod
+    def _mapping_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ValueError("must be a JSON or YAML mapping of field -> JMESPath expression") from None
+        return value
+
+    @field_validator("call_ended_mapping")
+    @classmethod
+    def _mapping(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            from receiver.carriers.pbx import compile_mapping
+
+            compile_mapping(value)
+        return value
 
     @field_validator("analysis_include", mode="before")
     @classmethod

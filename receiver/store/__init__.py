@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from receiver.lifecycle import CallState, DeliveryState
+from receiver.store.carrier_port import CarrierStore
 
 
 class StoreError(Exception):
@@ -149,7 +150,7 @@ Router = Callable[[str, dict[str, Any], AnalysisResult], Sequence[str]]
 """Given (session id, call fields, result): the handlers that must receive it (events + when)."""
 
 
-class Store(Protocol):
+class Store(CarrierStore, Protocol):
     """What the service needs from a database. Times are Unix seconds (float)."""
 
     async def open(self) -> None:

@@ -51,6 +51,7 @@ from receiver.store import (
 )
 from receiver.store import postgres_sql as sql
 from receiver.store import postgres_state_sql as state_sql
+from receiver.store.carriers_postgres import PostgresCarriers
 from receiver.store.keys import delivery_id
 from receiver.store.pgbatch import AcceptBatcher, Pending
 from receiver.store.postgres_state import PostgresStateMixin
@@ -116,7 +117,7 @@ if TYPE_CHECKING:
     )
 
 
-class PostgresStore(PostgresStateMixin):
+class PostgresStore(PostgresStateMixin, PostgresCarriers):
     """The replicated store (see module docstring).
 
     ``options``: ``min_size``/``max_size`` of the pool (1/10), ``connect_timeout`` (5 s),

@@ -29,6 +29,7 @@ from receiver.store import (
     StoreError,
     StoreUnavailable,
 )
+from receiver.store.carriers_sqlite import SQLiteCarriers
 from receiver.store.groupcommit import Database
 from receiver.store.keys import delivery_id
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record, include_json
@@ -58,7 +59,7 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-class SQLiteStore(SQLiteStateMixin):
+class SQLiteStore(SQLiteStateMixin, SQLiteCarriers):
     """The embedded store (see module docstring). ``path`` is a file path or ``:memory:``."""
 
     def __init__(self, path: str) -> None:

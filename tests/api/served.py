@@ -9,19 +9,22 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
+from receiver.carriers.routes import ADMIN_ROUTES as CARRIER_ADMIN_ROUTES
+from receiver.carriers.routes import PUBLIC_ROUTES as CARRIER_PUBLIC_ROUTES
 from receiver.openapi import document
 from receiver.routes import ADMIN_ROUTES, PUBLIC_ROUTES
 
 NOT_YET_SERVED: frozenset[tuple[str, str]] = frozenset(
     {
-        ("POST", "/events/twilio"),
-        ("POST", "/events/telnyx"),
         ("GET", "/admin/calls"),
         ("POST", "/admin/replay"),
         ("GET", "/admin/console"),
     }
 )
-LISTENERS = {"public": PUBLIC_ROUTES, "admin": ADMIN_ROUTES}
+LISTENERS = {
+    "public": [*PUBLIC_ROUTES, *CARRIER_PUBLIC_ROUTES],
+    "admin": [*ADMIN_ROUTES, *CARRIER_ADMIN_ROUTES],
+}
 
 
 def served(listener: str) -> set[tuple[str, str]]:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from receiver.carriers import dev, telnyx
 from receiver.cli import DEV_ADMIN_TOKEN, DEV_INBOUND_SECRET
 from receiver.openapi import document
 from receiver.sandbox import DEV_WEBHOOK_SECRET
@@ -78,8 +80,18 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     assert server.process.returncode == 0, server.log.read_text()[-2000:]
 
 
-def _signed(case: Any) -> dict[str, Any]:
+def _telnyx(body: bytes, now: int) -> dict[str, str]:
+    return telnyx.sign(dev.telnyx_private_key(dev.DEV_TELNYX_PRIVATE_KEY), now, body)
+
+
+def _signed(case: Any, base_url: str = "") -> dict[str, Any]:
     """Request arguments that sign the generated body as the endpoint's sender would."""
+    if case.path == "/events/twilio" and isinstance(case.body, dict):
+        params = {str(k): str(v) for k, v in case.body.items()}
+        query = urlencode(case.query or {})
+        url = f"{base_url}{case.path}" + (f"?{query}" if query else "")
+        body, headers = dev.twilio_request(url, params)
+        return {"data": body, "headers": headers}
     if isinstance(case.body, NotSet) or case.media_type != "application/json":
         return {}
     if isinstance(case.body, bytes):  # invalid mode may send raw bytes as the JSON body
@@ -92,6 +104,8 @@ def _signed(case: Any) -> dict[str, Any]:
     now = int(time.time())
     if case.path == "/webhooks/kallglot":
         return {"data": body, "headers": {"Kallglot-Signature": sign_kallglot(DEV_WEBHOOK_SECRET, now, body)}}
+    if case.path == "/events/telnyx":
+        return {"data": body, "headers": {"Content-Type": "application/json", **_telnyx(body, now)}}
     if case.path == "/events/call-ended":
         headers = sign_standard_webhooks(DEV_INBOUND_SECRET, f"msg_{uuid.uuid4().hex}", now, body)
         return {"data": body, "headers": headers}
@@ -121,7 +135,7 @@ def test_generated_requests_get_documented_answers_and_never_a_server_error(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Any) -> None:
-        kwargs = _signed(case) if listener == "public" else {}
+        kwargs = _signed(case, live.urls[listener]) if listener == "public" else {}
         headers = kwargs.pop("headers", {})
         if listener == "admin":
             headers["Authorization"] = f"Bearer {DEV_ADMIN_TOKEN}"
