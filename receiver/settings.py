@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = _env("RECEIVER_BODY_TIMEOUT_SECONDS", "body_timeout_seconds", 10.0, gt=0)
     max_connections: int = _env("RECEIVER_MAX_CONNECTIONS", "max_connections", 1000, ge=1)
 
+    # --- operators (admin API and console) ---
+    admin_show_personal_data: bool = _env(
+        "RECEIVER_ADMIN_SHOW_PERSONAL_DATA", "admin_show_personal_data", False
+    )
+
     @field_validator("analysis_include", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Each loop has ``run_once()`` (claim what is due, launch it within its concurrency) and ``run(stop)``;
 it sleeps until its wake-up event fires or a tick passes. Work is claimed with a lease, so a killed
-process leaves nothing stuck: SQLite releases leases at start, PostgreSQL lets them expire.
+process leaves nothing stuck: serve releases a dead SQLite process's leases at start (see
+``receiver.store.locks``), PostgreSQL lets them expire.
 """
 
 from __future__ import annotations
@@ -242,7 +243,10 @@ class Deliverer(Loop):
 
     async def run_once(self) -> int:
         launched = 0
+        paused = await self.service.store.paused_handlers()  # set by operators, honoured by every replica
         for name, (options, _) in self.service.handlers.items():
+            if name in paused:
+                continue
             now = self.service.clock()
             free = options.concurrency - self.in_flight[name]
             if options.rate_limit_per_second:
