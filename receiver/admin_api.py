@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from receiver.admin import call_view, iso, parse_since
 from receiver.lifecycle import CallState, DeliveryState
 from receiver.routing import document
+from receiver.store import Store
 from receiver.store.operations import ReplayRequest
 from receiver.store.query import MAX_LIMIT, CallQuery, InvalidQuery, decode_cursor, encode_cursor
 
@@ -111,6 +113,14 @@ def parse_query(values: dict[str, Any], *, paged: bool = True) -> CallQuery:
     )
 
 
+#: Fields of a call that identify people: shown only with RECEIVER_ADMIN_SHOW_PERSONAL_DATA=true.
+PERSONAL_FIELDS = frozenset({"from", "to", "agent", "metadata", "phone_number", "caller", "callee"})
+
+
+def mask_personal(call: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("(hidden)" if k in PERSONAL_FIELDS else v) for k, v in call.items()}
+
+
 def summary(view: dict[str, Any]) -> dict[str, Any]:
     """A call as the list shows it (no personal data: the call's own fields stay out)."""
     return {
@@ -143,41 +153,38 @@ async def read_json(request: Request) -> dict[str, Any]:
     return parsed
 
 
-# --- routes -----------------------------------------------------------------------------------
+# --- the operations (shared by the routes below and the CLI's local mode) ----------------------
 
 
-async def list_calls(request: Request) -> Response:
-    http = authorize(request)
-    query = parse_query(dict(request.query_params))
-    page, more = await http.service.store.list_calls(query)
+async def calls_page(store: Store, values: dict[str, Any]) -> dict[str, Any]:
+    query = parse_query(values)
+    page, more = await store.list_calls(query)
     data = [summary(call_view(call, deliveries)) for call, deliveries in page]
     last = page[-1][0] if page and more else None
     cursor = encode_cursor(last.received_at, last.session_id) if last else None
-    return JSONResponse({"data": data, "next_cursor": cursor})
+    return {"data": data, "next_cursor": cursor}
 
 
-async def show_call(request: Request) -> Response:
-    http = authorize(request)
-    found = await http.service.store.get_call(request.path_params["session_id"])
+async def call_detail(store: Store, session_id: str, show_personal_data: bool) -> dict[str, Any] | None:
+    found = await store.get_call(session_id)
     if found is None:
-        raise HTTPException(404, "no such call")
+        return None
     call, deliveries = found
     view = call_view(call, deliveries)
     view["stages"] = stages(view)
-    if not http.show_personal_data:
-        view["call"] = {"fields": sorted(call.call)}  # which fields arrived, not their values
+    if not show_personal_data:
+        view["call"] = mask_personal(call.call)
     else:
         view["documents"] = {
             d.handler: document(call.session_id, d.handler, d.status, call.call, call.analysis or {})
             for d in deliveries
         }
-    return JSONResponse(view)
+    return view
 
 
 def stages(view: dict[str, Any]) -> list[dict[str, Any]]:
     """The call's timeline (received -> started -> finished -> delivered per handler) with the
     seconds each stage took from the one before."""
-    from datetime import datetime
 
     def ts(value: str | None) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
@@ -185,11 +192,8 @@ def stages(view: dict[str, Any]) -> list[dict[str, Any]]:
     t = view["timestamps"]
     out: list[dict[str, Any]] = []
     previous = ts(t["received_at"])
-    for name, value in (
-        ("received", t["received_at"]),
-        ("started", t["started_at"]),
-        ("finished", t["finished_at"]),
-    ):
+    for name in ("received", "started", "finished"):
+        value = t[f"{name}_at"]
         at = ts(value)
         out.append({"stage": name, "at": value, "seconds": _gap(previous, at) if name != "received" else 0.0})
         previous = at if at is not None else previous
@@ -206,36 +210,44 @@ def _gap(start: float | None, end: float | None) -> float | None:
     return round(end - start, 3) if start is not None and end is not None else None
 
 
-async def replay(request: Request) -> Response:
-    http = authorize(request)
-    body = await read_json(request)
-    configured = tuple(http.service.handlers)
+def _id_list(value: Any) -> list[str]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > 10_000
+        or not all(isinstance(i, str) for i in value)
+    ):
+        raise HTTPException(400, "delivery_ids must be a non-empty list of at most 10000 ids")
+    return value
+
+
+async def replay_request(
+    store: Store, configured: tuple[str, ...], body: dict[str, Any], default_who: str, now: float
+) -> dict[str, Any]:
+    """Validate a replay body and run it (see ``receiver.store.operations``)."""
     handlers = body.get("handlers") or []
     if not isinstance(handlers, list) or not all(isinstance(h, str) for h in handlers):
         raise HTTPException(400, "handlers must be a list of handler names")
     unknown = [h for h in handlers if h not in configured]
     if unknown:
         raise HTTPException(400, f"no handler named {unknown[0]!r}")
-    ids = body.get("delivery_ids")
-    raw_query = body.get("query")
+    ids, raw_query = body.get("delivery_ids"), body.get("query")
     if (ids is None) == (raw_query is None):
         raise HTTPException(400, "give either delivery_ids or query")
-    if ids is not None and (
-        not isinstance(ids, list) or not ids or len(ids) > 10_000 or not all(isinstance(i, str) for i in ids)
-    ):
-        raise HTTPException(400, "delivery_ids must be a non-empty list of at most 10000 ids")
+    if ids is not None:
+        ids = _id_list(ids)
     if raw_query is not None and not isinstance(raw_query, dict):
         raise HTTPException(400, "query must be an object with the filters of GET /admin/calls")
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise HTTPException(400, "dry_run must be true or false")
-    who = _text(body, "who") or token_fingerprint(http.admin_token)
+    who = _text(body, "who") or default_who
     query = parse_query(raw_query, paged=False) if raw_query is not None else None
     description: dict[str, Any] = (
         {"delivery_ids": ids} if ids is not None else {"query": query.as_json() if query else {}}
     )
     description["handlers"] = handlers
-    request_ = ReplayRequest(
+    request = ReplayRequest(
         who=who,
         configured=configured,
         delivery_ids=tuple(ids or ()),
@@ -244,9 +256,7 @@ async def replay(request: Request) -> Response:
         dry_run=dry_run,
         description=description,
     )
-    outcome = await http.service.store.replay(request_, http.service.clock())
-    if outcome.replayed:
-        http.service.wakeups("deliver")
+    outcome = await store.replay(request, now)
     log.info(
         "replay.recorded",
         extra={
@@ -257,43 +267,100 @@ async def replay(request: Request) -> Response:
             "dry_run": dry_run,
         },
     )
-    return JSONResponse(
-        {"matched": outcome.matched, "replayed": outcome.replayed, "replay_id": outcome.replay_id}
+    return {"matched": outcome.matched, "replayed": outcome.replayed, "replay_id": outcome.replay_id}
+
+
+async def replay_log(store: Store, limit: int) -> dict[str, Any]:
+    records = await store.list_replays(limit)
+    return {
+        "data": [
+            {
+                "replay_id": r.id,
+                "who": r.who,
+                "at": iso(r.at),
+                "dry_run": r.dry_run,
+                "request": r.request,
+                "matched": r.matched,
+                "replayed": r.replayed,
+            }
+            for r in records
+        ]
+    }
+
+
+async def handler_list(store: Store, names: list[str]) -> dict[str, Any]:
+    paused = await store.paused_handlers()
+    return {
+        "data": [
+            {
+                "name": name,
+                "paused": name in paused,
+                "paused_by": paused[name][0] if name in paused else None,
+                "paused_at": iso(paused[name][1]) if name in paused else None,
+            }
+            for name in names
+        ]
+    }
+
+
+async def pause_or_resume_handler(
+    store: Store, names: list[str], name: str, action: str, who: str, now: float
+) -> dict[str, Any]:
+    if action not in ("pause", "resume"):
+        raise HTTPException(404, "no such action")
+    if name not in names:
+        raise HTTPException(404, f"no handler named {name!r}")
+    if action == "pause":
+        await store.pause_handler(name, who, now)
+    else:
+        await store.resume_handler(name)
+    log.info(
+        "handler.paused" if action == "pause" else "handler.resumed", extra={"handler": name, "who": who}
     )
+    return {"name": name, "paused": action == "pause"}
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+async def list_calls(request: Request) -> Response:
+    http = authorize(request)
+    return JSONResponse(await calls_page(http.service.store, dict(request.query_params)))
+
+
+async def show_call(request: Request) -> Response:
+    http = authorize(request)
+    view = await call_detail(http.service.store, request.path_params["session_id"], http.show_personal_data)
+    if view is None:
+        raise HTTPException(404, "no such call")
+    return JSONResponse(view)
+
+
+async def replay(request: Request) -> Response:
+    http = authorize(request)
+    body = await read_json(request)
+    answer = await replay_request(
+        http.service.store,
+        tuple(http.service.handlers),
+        body,
+        token_fingerprint(http.admin_token),
+        http.service.clock(),
+    )
+    if answer["replayed"]:
+        http.service.wakeups("deliver")
+    return JSONResponse(answer)
 
 
 async def list_replays(request: Request) -> Response:
     http = authorize(request)
-    limit = parse_limit(request.query_params.get("limit"), 50)
-    records = await http.service.store.list_replays(limit)
     return JSONResponse(
-        {
-            "data": [
-                {
-                    "replay_id": r.id,
-                    "who": r.who,
-                    "at": iso(r.at),
-                    "dry_run": r.dry_run,
-                    "request": r.request,
-                    "matched": r.matched,
-                    "replayed": r.replayed,
-                }
-                for r in records
-            ]
-        }
+        await replay_log(http.service.store, parse_limit(request.query_params.get("limit"), 50))
     )
-
-
-def _ids(body: dict[str, Any]) -> list[str]:
-    ids = body.get("delivery_ids")
-    if not isinstance(ids, list) or not ids or len(ids) > 10_000 or not all(isinstance(i, str) for i in ids):
-        raise HTTPException(400, "delivery_ids must be a non-empty list of at most 10000 ids")
-    return ids
 
 
 async def discard(request: Request) -> Response:
     http = authorize(request)
-    ids = _ids(await read_json(request))
+    ids = _id_list((await read_json(request)).get("delivery_ids"))
     count = await http.service.store.discard_deliveries(ids, http.service.clock())
     log.info("deliveries.discarded", extra={"count": count})
     return JSONResponse({"discarded": count})
@@ -302,7 +369,7 @@ async def discard(request: Request) -> Response:
 async def move(request: Request) -> Response:
     http = authorize(request)
     body = await read_json(request)
-    ids = _ids(body)
+    ids = _id_list(body.get("delivery_ids"))
     target = body.get("handler")
     if not isinstance(target, str) or target not in http.service.handlers:
         raise HTTPException(400, "handler must name a configured handler")
@@ -315,33 +382,22 @@ async def move(request: Request) -> Response:
 
 async def handlers(request: Request) -> Response:
     http = authorize(request)
-    paused = await http.service.store.paused_handlers()
-    return JSONResponse(
-        {
-            "data": [
-                {"name": name, "paused": name in paused, "paused_by": paused.get(name, (None,))[0]}
-                for name in http.service.handlers
-            ]
-        }
-    )
+    return JSONResponse(await handler_list(http.service.store, list(http.service.handlers)))
 
 
 async def pause_or_resume(request: Request) -> Response:
     http = authorize(request)
-    name, action = request.path_params["name"], request.path_params["action"]
-    if action not in ("pause", "resume"):
-        raise HTTPException(404, "no such action")
-    if name not in http.service.handlers:
-        raise HTTPException(404, f"no handler named {name!r}")
     body = await read_json(request)
-    who = _text(body, "who") or token_fingerprint(http.admin_token)
-    if action == "pause":
-        await http.service.store.pause_handler(name, who, http.service.clock())
-    else:
-        await http.service.store.resume_handler(name)
-        http.service.wakeups("deliver")
-    log.info(f"handler.{action}d", extra={"handler": name, "who": who})
-    return JSONResponse({"name": name, "paused": action == "pause"})
+    answer = await pause_or_resume_handler(
+        http.service.store,
+        list(http.service.handlers),
+        request.path_params["name"],
+        request.path_params["action"],
+        _text(body, "who") or token_fingerprint(http.admin_token),
+        http.service.clock(),
+    )
+    http.service.wakeups("deliver")
+    return JSONResponse(answer)
 
 
 async def resume_starting(request: Request) -> Response:
