@@ -1,0 +1,118 @@
+"""Operator commands beside a live service (issue 8 hole 3) and over its admin API (CONTRACT §9):
+they change nothing they were not asked to change, and answer with exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+from tests.integration.conftest import StackFactory
+from tests.integration.harness import ADMIN_TOKEN, Stack, wait_for
+from tests.integration.test_cli import run
+
+READS = [
+    ["migrate"],
+    ["calls", "show", "sess_live1"],
+    ["calls", "show", "sess_live1", "--json"],
+    ["calls", "list", "--json"],
+    ["dead-letters", "list"],
+    ["handlers", "list"],
+    ["replays", "list"],
+    ["migrate"],
+]
+# Every read command and migrate; each window below runs half of them at once (the CPU is small).
+
+
+async def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(run, args, env)
+
+
+async def test_operator_commands_beside_a_live_serve_never_cause_a_second_post_or_delivery(
+    make_stack: StackFactory, database: str
+) -> None:
+    # Slow answers keep the analysis POST and the webhook delivery in flight while commands run.
+    stack = await make_stack(sandbox={"response_delay_seconds": 8.0})
+    stack.sink.delay = 8.0
+    env = {"RECEIVER_DATABASE_URL": database}
+    await stack.session_ended("sess_live1")
+    await wait_for(lambda: stack.stats()["analysis_posts"] >= 1, what="the analysis POST", timeout=10)
+
+    during_post = await asyncio.gather(*(_cli(args, env) for args in READS[1::2]))
+    posts_in_flight = await stack.state("sess_live1") == "starting"
+    await wait_for(lambda: stack.sink.attempts >= 1, what="the webhook delivery", timeout=30)
+    during_delivery = await asyncio.gather(*(_cli(args, env) for args in READS[::2]))
+    deliveries_in_flight = not stack.sink.received
+    await stack.wait_state("sess_live1", "delivered", timeout=30)
+
+    assert all(r.returncode == 0 for r in during_post + during_delivery), [
+        r.stderr for r in during_post + during_delivery
+    ]
+    assert (posts_in_flight, deliveries_in_flight) == (True, True)  # the test ran what it says
+    assert stack.stats()["analysis_posts"] == 1
+    assert stack.charged("sess_live1") == 1
+    assert stack.sink.attempts == 1
+    assert stack.sink.ids() == ["sess_live1"]
+
+
+async def test_commands_over_the_admin_url_read_replay_and_pause(stack: Stack) -> None:
+    env = {"RECEIVER_ADMIN_TOKEN": ADMIN_TOKEN}
+    stack.sink.fail_with = 400
+    await stack.session_ended("sess_url1")
+    await wait_for(lambda: _has_dead(stack), what="a dead letter")
+    stack.sink.fail_with = None
+
+    listed = await _cli(["calls", "list", "--url", stack.url, "--json"], env)
+    shown = await _cli(["calls", "show", "sess_url1", "--url", stack.url], env)
+    missing = await _cli(["calls", "show", "sess_none", "--url", stack.url], env)
+    dead = await _cli(["dead-letters", "list", "--url", stack.url, "--json"], env)
+    no_filter = await _cli(["dead-letters", "replay", "--url", stack.url], env)
+    nosuch = await _cli(["dead-letters", "replay", "--handler", "nosuch", "--url", stack.url], env)
+    replayed = await _cli(
+        ["dead-letters", "replay", "--handler", "sink", "--limit", "1", "--url", stack.url], env
+    )
+    bad_token = await _cli(["calls", "list", "--url", stack.url], {"RECEIVER_ADMIN_TOKEN": "wrong-token-xyz"})
+
+    assert listed.returncode == 0 and json.loads(listed.stdout)["data"][0]["session_id"] == "sess_url1"
+    assert shown.returncode == 0 and "delivery sink: dead" in shown.stdout
+    assert (missing.returncode, missing.stderr.count("\n")) == (1, 1)
+    assert [d["handler"] for d in json.loads(dead.stdout)] == ["sink"]
+    assert no_filter.returncode == 2 and "--all" in no_filter.stderr
+    assert nosuch.returncode == 2 and "nosuch" in nosuch.stderr
+    assert replayed.returncode == 0 and "replayed: 1 of 1" in replayed.stdout
+    assert bad_token.returncode == 2 and "401" in bad_token.stderr
+    await stack.wait_state("sess_url1", "delivered")
+    assert stack.charged("sess_url1") == 1
+
+    paused = await _cli(["handlers", "pause", "sink", "--url", stack.url], env)
+    resumed = await _cli(["handlers", "resume", "sink", "--url", stack.url], env)
+    starting = await _cli(["starting", "resume", "--url", stack.url], env)
+    assert (paused.returncode, resumed.returncode, starting.returncode) == (0, 0, 0)
+
+
+async def _has_dead(stack: Stack) -> bool:
+    view = await stack.http.get(
+        f"{stack.url}/admin/calls/sess_url1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    return view.status_code == 200 and any(d["state"] == "dead" for d in view.json()["deliveries"])
+
+
+async def test_send_exits_1_when_the_call_is_skipped(make_stack: StackFactory) -> None:
+    stack = await make_stack(min_duration_seconds=10_000)
+    result = await _cli(
+        ["send", "session.ended", "--session", "sess_skip1", "--to", stack.url, "--admin-token", ADMIN_TOKEN],
+        {},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "state=skipped" in result.stdout
+    assert stack.charged("sess_skip1") == 0
+
+
+def test_version_is_the_package_version() -> None:
+    from importlib.metadata import version
+
+    result = run(["--version"])
+    assert (result.returncode, result.stdout.strip()) == (
+        0,
+        f"kallglot-receiver {version('kallglot-receiver')}",
+    )
