@@ -73,14 +73,20 @@ async def test_commands_over_the_admin_url_read_replay_and_pause(stack: Stack) -
     )
     bad_token = await _cli(["calls", "list", "--url", stack.url], {"RECEIVER_ADMIN_TOKEN": "wrong-token-xyz"})
 
-    assert listed.returncode == 0 and json.loads(listed.stdout)["data"][0]["session_id"] == "sess_url1"
-    assert shown.returncode == 0 and "delivery sink: dead" in shown.stdout
+    assert listed.returncode == 0
+    assert json.loads(listed.stdout)["data"][0]["session_id"] == "sess_url1"
+    assert shown.returncode == 0
+    assert "delivery sink: dead" in shown.stdout
     assert (missing.returncode, missing.stderr.count("\n")) == (1, 1)
     assert [d["handler"] for d in json.loads(dead.stdout)] == ["sink"]
-    assert no_filter.returncode == 2 and "--all" in no_filter.stderr
-    assert nosuch.returncode == 2 and "nosuch" in nosuch.stderr
-    assert replayed.returncode == 0 and "replayed: 1 of 1" in replayed.stdout
-    assert bad_token.returncode == 2 and "401" in bad_token.stderr
+    assert no_filter.returncode == 2
+    assert "--all" in no_filter.stderr
+    assert nosuch.returncode == 2
+    assert "nosuch" in nosuch.stderr
+    assert replayed.returncode == 0
+    assert "replayed: 1 of 1" in replayed.stdout
+    assert bad_token.returncode == 2
+    assert "401" in bad_token.stderr
     await stack.wait_state("sess_url1", "delivered")
     assert stack.charged("sess_url1") == 1
 
