@@ -54,7 +54,7 @@ def rows(count: int, seed: int = 7) -> Iterator[tuple[tuple[Any, ...], tuple[Any
         finished = received + 40 if state in ("delivered", "completed", "failed", "skipped") else None
         started = received + 1 if state != "received" else None
         reason = rng.choice(REASONS) if state in ("failed", "skipped") else None
-        call = json.dumps({"from": rng.choice(PHONES), "to": "+14155550199", "direction": "inbound"})
+        call = json.dumps({"from": rng.choice(PHONES), "to": rng.choice(PHONES[:50]), "direction": "inbound"})
         analysis = json.dumps({"id": f"anl_{i}", "status": "failed" if state == "failed" else "completed"})
         call_row = (
             session,

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from receiver.admin import call_view, iso, parse_since
 from receiver.lifecycle import CallState, DeliveryState
@@ -408,7 +408,17 @@ async def resume_starting(request: Request) -> Response:
     return JSONResponse({"starting": "resumed"})
 
 
-ADMIN_ROUTES = [
+def _console() -> list[BaseRoute]:
+    from receiver.console import CONSOLE_ROUTES
+    from receiver.console.pages import overview
+
+    return [
+        Route("/admin/console", overview, methods=["GET"]),
+        Mount("/admin/console", routes=CONSOLE_ROUTES),
+    ]
+
+
+ADMIN_ROUTES: list[BaseRoute] = [
     Route("/admin/calls", list_calls, methods=["GET"]),
     Route("/admin/calls/{session_id}", show_call, methods=["GET"]),
     Route("/admin/replay", replay, methods=["POST"]),
@@ -418,4 +428,5 @@ ADMIN_ROUTES = [
     Route("/admin/handlers", handlers, methods=["GET"]),
     Route("/admin/handlers/{name}/{action}", pause_or_resume, methods=["POST"]),
     Route("/admin/starting/resume", resume_starting, methods=["POST"]),
+    *_console(),
 ]

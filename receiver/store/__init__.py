@@ -304,6 +304,9 @@ class Store(Protocol):
 
     async def paused_handlers(self) -> dict[str, tuple[str, float]]: ...
 
+    async def pending_by_handler(self) -> dict[str, tuple[int, float]]:
+        """Handler -> (pending deliveries, oldest ``created_at``)."""
+
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(kind)`` (``start``, ``poll`` or ``deliver``) when ANOTHER process created
         work (PostgreSQL LISTEN/NOTIFY). Single-process backends never call it."""

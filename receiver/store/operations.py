@@ -124,3 +124,7 @@ PAUSE = (
 )
 RESUME = "DELETE FROM handler_pauses WHERE handler = ?"
 PAUSED = "SELECT handler, who, paused_at FROM handler_pauses ORDER BY handler"
+
+PENDING_BY_HANDLER = (
+    "SELECT handler, count(*), min(created_at) FROM deliveries WHERE state = 'pending' GROUP BY handler"
+)

@@ -107,6 +107,11 @@ class PostgresOperations:
                 await conn.execute("SELECT pg_notify($1, $2)", self.CHANNEL, self._notify("deliver"))
         return resumed
 
+    async def pending_by_handler(self) -> dict[str, tuple[int, float]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(ops.PENDING_BY_HANDLER)
+        return {r[0]: (int(r[1]), float(r[2])) for r in rows}
+
     async def paused_handlers(self) -> dict[str, tuple[str, float]]:
         async with self._conn() as conn:
             rows = await conn.fetch(ops.PAUSED)

@@ -148,12 +148,8 @@ def call_filter(query: CallQuery, dialect: Dialect, *, paged: bool = True) -> Wh
         where.add(f"EXISTS (SELECT 1 FROM deliveries d WHERE {' AND '.join(inner)})", *params)
     if paged and query.cursor is not None:
         received_at, session_id = query.cursor
-        where.add(
-            "(c.received_at < ? OR (c.received_at = ? AND c.session_id < ?))",
-            received_at,
-            received_at,
-            session_id,
-        )
+        # A row value, so that both planners walk the (received_at, session_id) index from there.
+        where.add("(c.received_at, c.session_id) < (?, ?)", received_at, session_id)
     return where
 
 

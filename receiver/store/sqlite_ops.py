@@ -89,6 +89,12 @@ class SQLiteOperations:
     async def resume_handler(self, handler: str) -> bool:
         return bool(await self._run(lambda conn: conn.execute(ops.RESUME, (handler,)).rowcount))
 
+    async def pending_by_handler(self) -> dict[str, tuple[int, float]]:
+        """Handler -> (pending deliveries, oldest created_at)."""
+        return await self._run(
+            lambda conn: {r[0]: (int(r[1]), float(r[2])) for r in conn.execute(ops.PENDING_BY_HANDLER)}
+        )
+
     async def paused_handlers(self) -> dict[str, tuple[str, float]]:
         """Paused handler -> (who, since): their work stays queued and no process delivers it."""
         return await self._run(lambda conn: {r[0]: (r[1], r[2]) for r in conn.execute(ops.PAUSED).fetchall()})
