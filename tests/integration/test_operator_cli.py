@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
+from pathlib import Path
+
+import httpx
 
 from tests.integration.conftest import StackFactory
 from tests.integration.harness import ADMIN_TOKEN, Stack, wait_for
@@ -122,3 +126,72 @@ def test_version_is_the_package_version() -> None:
         0,
         f"kallglot-receiver {version('kallglot-receiver')}",
     )
+
+
+def _serve_until(args: list[str], env: dict[str, str], cwd: Path, marker: str) -> tuple[str, bool]:
+    """Start ``serve``, read its stderr until ``marker``; return what it printed and whether the
+    port answered at that moment. The process is stopped afterwards."""
+    import os
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "KALLGLOT_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "serve", *args],
+        env={**base, **env},
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen, answered = "", False
+    try:
+        deadline = time.monotonic() + 60
+        while marker not in seen and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            seen += line
+        if "--port" in args:
+            port = args[args.index("--port") + 1]
+            try:
+                answered = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                answered = False
+    finally:
+        process.terminate()
+        process.wait(30)
+        process.stderr.close()
+    return seen, answered
+
+
+def test_the_sandbox_banner_shows_the_real_address_once_the_port_is_bound(tmp_path: Path) -> None:
+    from tests.pg import free_port
+
+    port = free_port()
+    env = {"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/r.db"}
+    printed, answered = _serve_until(["--sandbox", "--port", str(port)], env, tmp_path, "metrics:")
+
+    assert f"send session.ended --session sess_demo1 --to http://127.0.0.1:{port}" in printed
+    assert answered
+    assert "WARNING: no handler" not in printed  # the sandbox adds a file handler
+
+
+def test_serve_without_handlers_warns_loudly(tmp_path: Path) -> None:
+    from tests.pg import free_port
+
+    env = {
+        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/r.db",
+        "KALLGLOT_API_KEY": "sk_test_0123456789abcdef0123",
+        "KALLGLOT_WEBHOOK_SECRETS": "0123456789abcdef0123456789abcdef",
+        "KALLGLOT_API_URL": "http://127.0.0.1:9/v1",
+    }
+    printed, _ = _serve_until(["--port", str(free_port())], env, tmp_path, "delivered nowhere")
+    assert "WARNING: no handler is configured" in printed
+
+
+def test_check_config_shows_the_handler_that_serve_sandbox_adds(tmp_path: Path) -> None:
+    result = run(["check-config", "--sandbox"], {"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/r.db"})
+    assert result.returncode == 0, result.stderr
+    assert '"type": "file"' in result.stdout
+    assert "deliveries.jsonl" in result.stdout
