@@ -156,7 +156,13 @@ async def fill_postgres(url: str, count: int) -> None:
         "delivered_at",
         "dead_at",
     ]
-    await conn.set_type_codec("jsonb", encoder=lambda v: v, decoder=lambda v: v, schema="pg_catalog")
+    await conn.set_type_codec(  # COPY speaks binary: jsonb is a version byte, then the text
+        "jsonb",
+        encoder=lambda v: b"\x01" + v.encode(),
+        decoder=lambda b: b[1:].decode(),
+        schema="pg_catalog",
+        format="binary",
+    )
     calls, deliveries = [], []
 
     async def flush() -> None:
