@@ -172,6 +172,18 @@ async def call_detail(store: Store, session_id: str, show_personal_data: bool) -
     call, deliveries = found
     view = call_view(call, deliveries)
     view["stages"] = stages(view)
+    view["attempts"] = [
+        {
+            "at": iso(a.at),
+            "kind": a.kind,
+            "handler": a.handler,
+            "outcome": a.outcome,
+            "code": a.code,
+            "reason": a.reason,
+            "next_attempt_at": iso(a.next_at),
+        }
+        for a in await store.list_attempts(session_id)
+    ]
     if not show_personal_data:
         view["call"] = mask_personal(call.call)
     else:

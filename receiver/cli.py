@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from receiver.secret_settings import SecretFileError, file_variable_set, secret_from_env
 from receiver.commands.banner import warn_without_handlers
 from receiver.commands.operators import add_commands as add_operator_commands
+from receiver.secret_settings import SecretFileError, file_variable_set, secret_from_env
 from receiver.settings import ConfigError, Settings, load_settings
 from receiver.signing import sign_kallglot, sign_standard_webhooks
 

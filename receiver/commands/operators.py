@@ -59,6 +59,11 @@ def calls_show(args: argparse.Namespace, source: Source) -> int:
         extra = f" next {d['next_attempt_at']}" if d["next_attempt_at"] else ""
         error = f" last error: {d['last_error']}" if d["last_error"] else ""
         print(f"  delivery {d['handler']}: {d['state']} after {d['attempts']} attempt(s){extra}{error}")
+    for a in view.get("attempts", []):
+        target = f" to {a['handler']}" if a["handler"] else ""
+        code = f" HTTP {a['code']}" if a["code"] else ""
+        reason = f": {a['reason']}" if a["reason"] else ""
+        print(f"  attempt {a['at']} {a['kind']}{target}: {a['outcome']}{code}{reason}")
     return SUCCESS
 
 

@@ -145,7 +145,7 @@ class Stats:
     orphaned: dict[str, int] = field(default_factory=dict)
 
 
-from receiver.store.operations import ReplayOutcome, ReplayRecord, ReplayRequest  # noqa: E402
+from receiver.store.operations import Attempt, ReplayOutcome, ReplayRecord, ReplayRequest  # noqa: E402
 from receiver.store.query import CallQuery  # noqa: E402
 
 Router = Callable[[str, dict[str, Any], AnalysisResult], Sequence[str]]
@@ -303,6 +303,11 @@ class Store(Protocol):
     async def resume_handler(self, handler: str) -> bool: ...
 
     async def paused_handlers(self) -> dict[str, tuple[str, float]]: ...
+
+    async def record_attempt(self, attempt: Attempt) -> None:
+        """Keep a start or delivery attempt in the call's history (removed with the call)."""
+
+    async def list_attempts(self, session_id: str) -> list[Attempt]: ...
 
     async def pending_by_handler(self) -> dict[str, tuple[int, float]]:
         """Handler -> (pending deliveries, oldest ``created_at``)."""

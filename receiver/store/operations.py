@@ -39,6 +39,20 @@ class ReplayOutcome:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One try at starting a call's analysis (``kind="start"``) or at a delivery (``"delivery"``)."""
+
+    session_id: str
+    at: float
+    kind: str
+    outcome: str  # started, retry, paused, failed, skipped / delivered, retry, dead
+    handler: str | None = None
+    code: int | None = None  # the answer's HTTP status, where there was one
+    reason: str | None = None
+    next_at: float | None = None
+
+
+@dataclass(frozen=True)
 class ReplayRecord:
     id: str
     who: str
@@ -128,3 +142,16 @@ PAUSED = "SELECT handler, who, paused_at FROM handler_pauses ORDER BY handler"
 PENDING_BY_HANDLER = (
     "SELECT handler, count(*), min(created_at) FROM deliveries WHERE state = 'pending' GROUP BY handler"
 )
+
+RECORD_ATTEMPT = (
+    "INSERT INTO attempts (session_id, at, kind, handler, outcome, code, reason, next_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+LIST_ATTEMPTS = (
+    "SELECT session_id, at, kind, outcome, handler, code, reason, next_at FROM attempts"
+    " WHERE session_id = ? ORDER BY at, kind"
+)
+
+
+def attempt_params(a: Attempt) -> tuple[object, ...]:
+    return (a.session_id, a.at, a.kind, a.handler, a.outcome, a.code, a.reason, a.next_at)

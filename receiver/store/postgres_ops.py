@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from receiver.store import CallRecord, DeliveryRecord
 from receiver.store import operations as ops
 from receiver.store.keys import delivery_id
-from receiver.store.operations import ReplayOutcome, ReplayRecord, ReplayRequest
+from receiver.store.operations import Attempt, ReplayOutcome, ReplayRecord, ReplayRequest
 from receiver.store.query import POSTGRES, CallQuery, list_sql
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record
 
@@ -106,6 +106,19 @@ class PostgresOperations:
             async with self._conn() as conn:
                 await conn.execute("SELECT pg_notify($1, $2)", self.CHANNEL, self._notify("deliver"))
         return resumed
+
+    async def record_attempt(self, attempt: Attempt) -> None:
+        sql = (
+            f"{ops.RECORD_ATTEMPT.split(' VALUES')[0]} SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM calls WHERE session_id = ?)"
+        )
+        async with self._conn() as conn:
+            await conn.execute(_n(sql), *ops.attempt_params(attempt), attempt.session_id)
+
+    async def list_attempts(self, session_id: str) -> list[Attempt]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_n(ops.LIST_ATTEMPTS), session_id)
+        return [Attempt(*row) for row in rows]
 
     async def pending_by_handler(self) -> dict[str, tuple[int, float]]:
         async with self._conn() as conn:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from receiver.store import CallRecord, DeliveryRecord
 from receiver.store import operations as ops
 from receiver.store.keys import delivery_id
-from receiver.store.operations import ReplayOutcome, ReplayRecord, ReplayRequest
+from receiver.store.operations import Attempt, ReplayOutcome, ReplayRecord, ReplayRequest
 from receiver.store.query import SQLITE, CallQuery, list_sql
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record
 
@@ -88,6 +88,23 @@ class SQLiteOperations:
 
     async def resume_handler(self, handler: str) -> bool:
         return bool(await self._run(lambda conn: conn.execute(ops.RESUME, (handler,)).rowcount))
+
+    async def record_attempt(self, attempt: Attempt) -> None:
+        """Keep one attempt in the call's history (a call that no longer exists keeps none)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"{ops.RECORD_ATTEMPT.split(' VALUES')[0]} SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM calls WHERE session_id = ?)",
+                (*ops.attempt_params(attempt), attempt.session_id),
+            )
+
+        await self._run(op)
+
+    async def list_attempts(self, session_id: str) -> list[Attempt]:
+        return await self._run(
+            lambda conn: [Attempt(*row) for row in conn.execute(ops.LIST_ATTEMPTS, (session_id,)).fetchall()]
+        )
 
     async def pending_by_handler(self) -> dict[str, tuple[int, float]]:
         """Handler -> (pending deliveries, oldest created_at)."""

@@ -87,6 +87,14 @@ async def test_a_dead_letter_replayed_by_id_is_delivered_without_a_new_analysis(
     assert (dry["matched"], dry["replayed"]) == (1, 0)
     assert (answer["matched"], answer["replayed"]) == (1, 1)
     await stack.wait_state("sess_rp1", "delivered")
+    attempts = [
+        (a["kind"], a["handler"], a["outcome"])
+        for a in (await _get(stack, "/admin/calls/sess_rp1"))["attempts"]
+    ]
+    assert attempts[0] == ("start", None, "started")
+    assert attempts.count(("delivery", "sink", "dead")) == 1
+    assert attempts[-1] in {("delivery", "sink", "delivered"), ("delivery", "files", "delivered")}
+    assert ("delivery", "sink", "delivered") in attempts
     assert stack.sink.ids() == ["sess_rp1"]
     assert stack.charged("sess_rp1") == 1
     log = (await _get(stack, "/admin/replays"))["data"]

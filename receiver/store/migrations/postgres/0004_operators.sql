@@ -25,3 +25,16 @@ CREATE TABLE handler_pauses (
     who       text NOT NULL,
     paused_at double precision NOT NULL
 );
+
+-- Every start and delivery attempt of a call, with its outcome (GET /admin/calls/{id}).
+CREATE TABLE attempts (
+    session_id text NOT NULL REFERENCES calls (session_id) ON DELETE CASCADE,
+    at         double precision NOT NULL,
+    kind       text NOT NULL,
+    handler    text,
+    outcome    text NOT NULL,
+    code       integer,
+    reason     text,
+    next_at    double precision
+);
+CREATE INDEX attempts_session ON attempts (session_id, at);

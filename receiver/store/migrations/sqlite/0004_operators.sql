@@ -25,3 +25,16 @@ CREATE TABLE handler_pauses (
     who       TEXT NOT NULL,
     paused_at REAL NOT NULL
 );
+
+-- Every start and delivery attempt of a call, with its outcome (GET /admin/calls/{id}).
+CREATE TABLE attempts (
+    session_id TEXT NOT NULL REFERENCES calls (session_id) ON DELETE CASCADE,
+    at         REAL NOT NULL,
+    kind       TEXT NOT NULL,
+    handler    TEXT,
+    outcome    TEXT NOT NULL,
+    code       INTEGER,
+    reason     TEXT,
+    next_at    REAL
+);
+CREATE INDEX attempts_session ON attempts (session_id, at);
