@@ -135,7 +135,7 @@ def call_filter(query: CallQuery, dialect: Dialect, *, paged: bool = True) -> Wh
         )
     if query.reason is not None:
         escaped = query.reason.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        where.add("lower(c.reason) LIKE ? ESCAPE '\\'", f"%{escaped.lower()}%")
+        where.add("c.reason IS NOT NULL AND lower(c.reason) LIKE ? ESCAPE '\\'", f"%{escaped.lower()}%")
     if query.handler is not None or query.delivery_state is not None:
         inner = ["d.session_id = c.session_id"]
         params: list[Any] = []

@@ -3,6 +3,8 @@
 CREATE INDEX calls_received_newest ON calls (received_at, session_id);
 CREATE INDEX calls_state_received ON calls (state, received_at, session_id);
 CREATE INDEX calls_finished_at ON calls (finished_at) WHERE finished_at IS NOT NULL;
+-- Reason text search walks only the calls that have a reason, newest first.
+CREATE INDEX calls_with_reason ON calls (received_at, session_id) WHERE reason IS NOT NULL;
 CREATE INDEX calls_phone_from ON calls (json_extract(call_json, '$.from'));
 CREATE INDEX calls_phone_to ON calls (json_extract(call_json, '$.to'));
 CREATE INDEX deliveries_handler_state ON deliveries (handler, state);
