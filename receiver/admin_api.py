@@ -408,8 +408,17 @@ async def pause_or_resume(request: Request) -> Response:
         _text(body, "who") or token_fingerprint(http.admin_token),
         http.service.clock(),
     )
+    forget_pauses(request)
     http.service.wakeups("deliver")
     return JSONResponse(answer)
+
+
+def forget_pauses(request: Request) -> None:
+    """This process sees a pause at once; other replicas within a second (their next read)."""
+    for loop in getattr(getattr(request.app.state, "runtime", None), "loops", []):
+        forget = getattr(loop, "forget_pauses", None)
+        if callable(forget):
+            forget()
 
 
 async def resume_starting(request: Request) -> Response:

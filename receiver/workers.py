@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -232,6 +233,8 @@ class Deliverer(Loop):
         }
         self.next_slot: dict[str, float] = dict.fromkeys(service.handlers, 0.0)
         self.concurrency = sum(options.concurrency for options, _ in service.handlers.values()) or 1
+        self._paused_cache: dict[str, Any] = {}
+        self._paused_read = float("-inf")
 
     def _circuit_changed(self, handler: str, is_open: bool) -> None:
         self.service.metrics.circuit_open.labels(handler).set(1 if is_open else 0)
@@ -243,7 +246,7 @@ class Deliverer(Loop):
 
     async def run_once(self) -> int:
         launched = 0
-        paused = await self.service.store.paused_handlers()  # set by operators, honoured by every replica
+        paused = await self._paused()
         for name, (options, _) in self.service.handlers.items():
             if name in paused:
                 continue
@@ -268,6 +271,19 @@ class Deliverer(Loop):
                 self.next_slot[name] = now + len(jobs) / options.rate_limit_per_second
             launched += len(jobs)
         return launched
+
+    async def _paused(self) -> dict[str, Any]:
+        """Handlers paused by operators (stored, so every replica honours them); read at most once a
+        second, since run_once runs on every wake-up."""
+        now = time.monotonic()
+        if now - self._paused_read >= 1.0:
+            self._paused_cache = dict(await self.service.store.paused_handlers())
+            self._paused_read = now
+        return self._paused_cache
+
+    def forget_pauses(self) -> None:
+        """An operator paused or resumed a handler in this process: read the pauses again now."""
+        self._paused_read = float("-inf")
 
     async def _one(self, name: str, job: DeliveryJob, delay: float) -> None:
         try:

@@ -315,6 +315,7 @@ async def pause_or_resume(request: Request) -> Response:
     answer = await admin_api.pause_or_resume_handler(
         service.store, list(service.handlers), name, action, _who(request), time.time()
     )
+    admin_api.forget_pauses(request)
     service.wakeups("deliver")
     state = "paused (its work stays queued)" if answer["paused"] else "resumed"
     return _redirect(f"{BASE}/handlers", f"{name} {state}.")
