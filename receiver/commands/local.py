@@ -6,7 +6,7 @@ import getpass
 import time
 from typing import TYPE_CHECKING, Any
 
-from receiver import admin_api
+from receiver import admin_ops
 from receiver.admin import delivery_view, parse_since
 from receiver.commands.errors import USAGE, CommandFailed
 from receiver.store import Store
@@ -29,10 +29,10 @@ def _who() -> str:
 
 async def get(source: LocalSource, store: Store, path: str, params: dict[str, Any]) -> Any:
     if path == "/admin/calls":
-        return await admin_api.calls_page(store, params)
+        return await admin_ops.calls_page(store, params)
     if path.startswith("/admin/calls/"):
         show = source.settings.admin_show_personal_data
-        return await admin_api.call_detail(store, path.removeprefix("/admin/calls/"), show)
+        return await admin_ops.call_detail(store, path.removeprefix("/admin/calls/"), show)
     if path == "/admin/dead-letters":
         try:
             since = parse_since(params.get("since"))
@@ -43,9 +43,9 @@ async def get(source: LocalSource, store: Store, path: str, params: dict[str, An
         )
         return {"dead_letters": [delivery_view(d) for d in records]}
     if path == "/admin/replays":
-        return await admin_api.replay_log(store, int(params.get("limit", 50)))
+        return await admin_ops.replay_log(store, int(params.get("limit", 50)))
     if path == "/admin/handlers":
-        return await admin_api.handler_list(store, _handler_names(source))
+        return await admin_ops.handler_list(store, _handler_names(source))
     raise CommandFailed(f"{path} is not available without --url", USAGE)
 
 
@@ -53,10 +53,10 @@ async def post(source: LocalSource, store: Store, path: str, body: dict[str, Any
     now = time.time()
     if path == "/admin/replay":
         configured = tuple(_handler_names(source))
-        return await admin_api.replay_request(store, configured, body, _who(), now)
+        return await admin_ops.replay_request(store, configured, body, _who(), now)
     if path.startswith("/admin/handlers/"):
         name, _, action = path.removeprefix("/admin/handlers/").rpartition("/")
-        return await admin_api.pause_or_resume_handler(
+        return await admin_ops.pause_or_resume_handler(
             store, _handler_names(source), name, action, _who(), now
         )
     raise CommandFailed(

@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from receiver import admin_api
+from receiver import admin_api, admin_ops
 from receiver.admin import delivery_view
 from receiver.console import session as sessions
 from receiver.lifecycle import CallState, DeliveryState
@@ -196,7 +196,7 @@ async def calls(request: Request) -> Response:
     error: str | None = None
     page: dict[str, Any] = {"data": [], "next_cursor": None}
     try:
-        page = await admin_api.calls_page(request.app.state.http.service.store, {**filters, "cursor": cursor})
+        page = await admin_ops.calls_page(request.app.state.http.service.store, {**filters, "cursor": cursor})
     except HTTPException as exc:
         error = exc.detail
     next_url = (
@@ -223,7 +223,7 @@ async def call(request: Request) -> Response:
     if isinstance(session, Response):
         return session
     http = request.app.state.http
-    view = await admin_api.call_detail(
+    view = await admin_ops.call_detail(
         http.service.store, request.path_params["session_id"], http.show_personal_data
     )
     if view is None:
@@ -266,7 +266,7 @@ async def handlers(request: Request) -> Response:
     if isinstance(session, Response):
         return session
     service = request.app.state.http.service
-    listing = await admin_api.handler_list(service.store, list(service.handlers))
+    listing = await admin_ops.handler_list(service.store, list(service.handlers))
     return _render(request, "handlers.html", session, page="handlers", handlers=listing["data"])
 
 
@@ -274,7 +274,7 @@ async def handlers(request: Request) -> Response:
 
 
 def _who(request: Request) -> str:
-    return "console:" + admin_api.token_fingerprint(_token(request)).removeprefix("token:")
+    return "console:" + admin_ops.token_fingerprint(_token(request)).removeprefix("token:")
 
 
 async def replay(request: Request) -> Response:
@@ -296,7 +296,7 @@ async def replay(request: Request) -> Response:
         if not isinstance(delivery_id, str) or not delivery_id:
             return _redirect(back, "Nothing to replay.")
         body = {"delivery_ids": [delivery_id], "dry_run": dry_run}
-    answer = await admin_api.replay_request(
+    answer = await admin_ops.replay_request(
         service.store, tuple(service.handlers), body, _who(request), service.clock()
     )
     if answer["replayed"]:
@@ -312,7 +312,7 @@ async def pause_or_resume(request: Request) -> Response:
     await _form(request)
     service = request.app.state.http.service
     name, action = request.path_params["name"], request.path_params["action"]
-    answer = await admin_api.pause_or_resume_handler(
+    answer = await admin_ops.pause_or_resume_handler(
         service.store, list(service.handlers), name, action, _who(request), time.time()
     )
     admin_api.forget_pauses(request)
