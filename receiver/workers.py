@@ -235,6 +235,7 @@ class Deliverer(Loop):
         self.concurrency = sum(options.concurrency for options, _ in service.handlers.values()) or 1
         self._paused_cache: dict[str, Any] = {}
         self._paused_read = float("-inf")
+        self._paused_generation = 0
 
     def _circuit_changed(self, handler: str, is_open: bool) -> None:
         self.service.metrics.circuit_open.labels(handler).set(1 if is_open else 0)
@@ -277,13 +278,18 @@ class Deliverer(Loop):
         second, since run_once runs on every wake-up."""
         now = time.monotonic()
         if now - self._paused_read >= 1.0:
-            self._paused_cache = dict(await self.service.store.paused_handlers())
-            self._paused_read = now
+            while True:  # a pause made here while we read must not be hidden by what we read
+                generation = self._paused_generation
+                paused = dict(await self.service.store.paused_handlers())
+                if generation == self._paused_generation:
+                    break
+            self._paused_cache, self._paused_read = paused, now
         return self._paused_cache
 
     def forget_pauses(self) -> None:
         """An operator paused or resumed a handler in this process: read the pauses again now."""
         self._paused_read = float("-inf")
+        self._paused_generation += 1
 
     async def _one(self, name: str, job: DeliveryJob, delay: float) -> None:
         try:
