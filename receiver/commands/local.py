@@ -54,6 +54,12 @@ async def post(source: LocalSource, store: Store, path: str, body: dict[str, Any
     if path == "/admin/replay":
         configured = tuple(_handler_names(source))
         return await admin_ops.replay_request(store, configured, body, _who(), now)
+    if path == "/admin/deliveries/discard":
+        return {"discarded": await store.discard_deliveries(list(body["delivery_ids"]), now)}
+    if path == "/admin/deliveries/move":
+        if body["handler"] not in _handler_names(source):
+            raise CommandFailed(f"no handler named {body['handler']!r}", USAGE)
+        return {"moved": await store.move_deliveries(list(body["delivery_ids"]), body["handler"], now)}
     if path.startswith("/admin/handlers/"):
         name, _, action = path.removeprefix("/admin/handlers/").rpartition("/")
         return await admin_ops.pause_or_resume_handler(

@@ -155,6 +155,19 @@ def replays_list(args: argparse.Namespace, source: Source) -> int:
     return SUCCESS
 
 
+# --- deliveries: discard / move ----------------------------------------------------------------
+
+
+def deliveries_discard_or_move(args: argparse.Namespace, source: Source) -> int:
+    if args.action == "move":
+        answer = source.post("/admin/deliveries/move", {"delivery_ids": args.ids, "handler": args.to})
+        print(f"moved to {args.to}: {answer['moved']} of {len(args.ids)} (dead or orphaned ones only)")
+        return SUCCESS if answer["moved"] else FAILED
+    answer = source.post("/admin/deliveries/discard", {"delivery_ids": args.ids})
+    print(f"discarded: {answer['discarded']} of {len(args.ids)} (dead or orphaned ones only)")
+    return SUCCESS if answer["discarded"] else FAILED
+
+
 # --- handlers / starting ------------------------------------------------------------------------
 
 
@@ -267,6 +280,18 @@ def add_commands(sub: Any) -> None:
     _common(q)
     q.add_argument("--limit", type=int, default=50)
     q.set_defaults(func=_run(replays_list))
+
+    deliveries = sub.add_parser("deliveries", help="discard or move dead or orphaned deliveries")
+    actions = deliveries.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("discard", help="drop them (a call left with only delivered ones is delivered)")
+    p.add_argument("ids", nargs="+", help="delivery ids (see dead-letters list / calls show)")
+    _common(p, read=False)
+    p.set_defaults(func=_run(deliveries_discard_or_move))
+    p = actions.add_parser("move", help="give them to another handler, pending again")
+    p.add_argument("ids", nargs="+")
+    p.add_argument("--to", required=True, help="a configured handler")
+    _common(p, read=False)
+    p.set_defaults(func=_run(deliveries_discard_or_move))
 
     handlers = sub.add_parser("handlers", help="list, pause or resume handlers").add_subparsers(
         dest="action", required=True

@@ -94,6 +94,18 @@ async def test_commands_over_the_admin_url_read_replay_and_pause(stack: Stack) -
     await stack.wait_state("sess_url1", "delivered")
     assert stack.charged("sess_url1") == 1
 
+    stack.sink.fail_with = 400
+    await stack.session_ended("sess_url2")
+    dead_id = await wait_for(lambda: _dead_id(stack, "sess_url2"), what="a second dead letter")
+    stack.sink.fail_with = None
+    moved = await _cli(["deliveries", "move", dead_id, "--to", "files", "--url", stack.url], env)
+    again = await _cli(["deliveries", "discard", dead_id, "--url", stack.url], env)
+    assert moved.returncode == 1  # nothing moved: sess_url2 already has its files delivery
+    assert "moved to files: 0 of 1" in moved.stdout
+    discarded = await _cli(["deliveries", "discard", dead_id, "--url", stack.url], env)
+    assert (again.returncode, discarded.returncode) == (0, 1)
+    await stack.wait_state("sess_url2", "delivered")
+
     paused = await _cli(["handlers", "pause", "sink", "--url", stack.url], env)
     resumed = await _cli(["handlers", "resume", "sink", "--url", stack.url], env)
     starting = await _cli(["starting", "resume", "--url", stack.url], env)
@@ -195,3 +207,11 @@ def test_check_config_shows_the_handler_that_serve_sandbox_adds(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert '"type": "file"' in result.stdout
     assert "deliveries.jsonl" in result.stdout
+
+
+async def _dead_id(stack: Stack, session: str) -> str | None:
+    view = await stack.http.get(
+        f"{stack.url}/admin/calls/{session}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    dead = [d["id"] for d in view.json().get("deliveries", []) if d["state"] == "dead"]
+    return dead[0] if dead else None
