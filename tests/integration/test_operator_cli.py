@@ -98,12 +98,13 @@ async def test_commands_over_the_admin_url_read_replay_and_pause(stack: Stack) -
     await stack.session_ended("sess_url2")
     dead_id = await wait_for(lambda: _dead_id(stack, "sess_url2"), what="a second dead letter")
     stack.sink.fail_with = None
-    moved = await _cli(["deliveries", "move", dead_id, "--to", "files", "--url", stack.url], env)
-    again = await _cli(["deliveries", "discard", dead_id, "--url", stack.url], env)
-    assert moved.returncode == 1  # nothing moved: sess_url2 already has its files delivery
-    assert "moved to files: 0 of 1" in moved.stdout
     discarded = await _cli(["deliveries", "discard", dead_id, "--url", stack.url], env)
-    assert (again.returncode, discarded.returncode) == (0, 1)
+    again = await _cli(["deliveries", "discard", dead_id, "--url", stack.url], env)
+    moved = await _cli(["deliveries", "move", dead_id, "--to", "files", "--url", stack.url], env)
+    nowhere = await _cli(["deliveries", "move", dead_id, "--to", "nosuch", "--url", stack.url], env)
+    assert discarded.returncode == 0, discarded.stderr
+    assert "discarded: 1 of 1" in discarded.stdout
+    assert (again.returncode, moved.returncode, nowhere.returncode) == (1, 1, 2)
     await stack.wait_state("sess_url2", "delivered")
 
     paused = await _cli(["handlers", "pause", "sink", "--url", stack.url], env)
