@@ -101,7 +101,7 @@ def parse_query(values: dict[str, Any], *, paged: bool = True) -> CallQuery:
         handler=_text(values, "handler"),
         delivery_state=parsed_delivery_state,
         reason=_text(values, "reason"),
-        limit=parse_limit(values.get("limit"), 50) if paged else MAX_LIMIT,
+        limit=parse_limit(values.get("limit"), 100) if paged else MAX_LIMIT,
         cursor=parsed_cursor,
     )
 

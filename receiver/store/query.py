@@ -16,7 +16,7 @@ from typing import Any
 
 from receiver.lifecycle import CallState, DeliveryState
 
-MAX_LIMIT = 500
+MAX_LIMIT = 1000
 
 
 class InvalidQuery(ValueError):

@@ -48,8 +48,8 @@ def _chromium() -> str:
 class Live:
     """A ``serve --sandbox`` process, a failing-on-demand webhook sink, and helpers."""
 
-    def __init__(self, url: str, sink: Sink) -> None:
-        self.url, self.sink = url, sink
+    def __init__(self, url: str, admin_url: str, sink: Sink) -> None:
+        self.url, self.admin_url, self.sink = url, admin_url, sink
         self.http = httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {TOKEN}"})
 
     async def session_ended(self, session: str) -> None:
@@ -69,7 +69,7 @@ class Live:
         ).status_code == 200
 
     async def view(self, session: str) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.http.get(f"{self.url}/admin/calls/{session}")).json()
+        result: dict[str, Any] = (await self.http.get(f"{self.admin_url}/admin/calls/{session}")).json()
         return result
 
     async def wait(self, session: str, test: Any, what: str) -> None:
@@ -84,7 +84,7 @@ class Live:
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
     sink = Sink()
     sink_server, sink_url = await start_server(sink.app())
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     handlers = [
         {"name": "files", "type": "file", "path": str(tmp_path / "deliveries.jsonl")},
         {
@@ -105,17 +105,27 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     }
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "receiver", "serve", "--sandbox", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "receiver",
+            "serve",
+            "--sandbox",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+        ],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
-    live = Live(f"http://127.0.0.1:{port}", sink)
+    live = Live(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", sink)
 
     async def up() -> bool:
         try:
-            return (await live.http.get(f"{live.url}/readyz")).status_code == 200
+            return (await live.http.get(f"{live.admin_url}/readyz")).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -156,8 +166,8 @@ async def test_an_operator_works_through_the_console_in_a_real_browser(live: Liv
         page = await browser.new_page(viewport={"width": 1366, "height": 800})
         try:
             # Log in: the token goes in a form, never in a URL, and the session cookie is HttpOnly.
-            await page.goto(f"{live.url}/admin/console")
-            await expect(page).to_have_url(f"{live.url}/admin/console/login")
+            await page.goto(f"{live.admin_url}/admin/console")
+            await expect(page).to_have_url(f"{live.admin_url}/admin/console/login")
             await _shot(page, "login")
             await page.get_by_label("Admin token").fill(TOKEN)
             await page.keyboard.press("Enter")

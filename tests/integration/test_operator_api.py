@@ -13,13 +13,13 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def _get(stack: Stack, path: str, **params: Any) -> Any:
-    response = await stack.http.get(f"{stack.url}{path}", params=params, headers=AUTH)
+    response = await stack.http.get(f"{stack.admin_url}{path}", params=params, headers=AUTH)
     assert response.status_code == 200, response.text
     return response.json()
 
 
 async def _post(stack: Stack, path: str, body: dict[str, Any]) -> Any:
-    response = await stack.http.post(f"{stack.url}{path}", json=body, headers=AUTH)
+    response = await stack.http.post(f"{stack.admin_url}{path}", json=body, headers=AUTH)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -107,7 +107,7 @@ async def test_a_dead_letter_replayed_by_id_is_delivered_without_a_new_analysis(
 
 
 async def _dead(stack: Stack, session: str) -> str | None:
-    view = (await stack.http.get(f"{stack.url}/admin/calls/{session}", headers=AUTH)).json()
+    view = (await stack.http.get(f"{stack.admin_url}/admin/calls/{session}", headers=AUTH)).json()
     dead = [d["id"] for d in view.get("deliveries", []) if d["state"] == "dead"]
     return dead[0] if dead else None
 
@@ -159,10 +159,10 @@ async def test_bad_operator_input_is_a_4xx_never_a_500(stack: Stack) -> None:
         ("POST", "/admin/deliveries/move", {"delivery_ids": ["x"], "handler": "nosuch"}, 400),
     ]
     for method, path, body, status in cases:
-        response = await stack.http.request(method, f"{stack.url}{path}", json=body, headers=AUTH)
+        response = await stack.http.request(method, f"{stack.admin_url}{path}", json=body, headers=AUTH)
         assert response.status_code == status, (path, response.text)
         assert "error" in response.json()
-    unauthorized = await stack.http.get(f"{stack.url}/admin/calls")
+    unauthorized = await stack.http.get(f"{stack.admin_url}/admin/calls")
     assert unauthorized.status_code == 401
 
 

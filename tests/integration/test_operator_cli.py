@@ -66,16 +66,18 @@ async def test_commands_over_the_admin_url_read_replay_and_pause(stack: Stack) -
     await wait_for(lambda: _has_dead(stack), what="a dead letter")
     stack.sink.fail_with = None
 
-    listed = await _cli(["calls", "list", "--url", stack.url, "--json"], env)
-    shown = await _cli(["calls", "show", "sess_url1", "--url", stack.url], env)
-    missing = await _cli(["calls", "show", "sess_none", "--url", stack.url], env)
-    dead = await _cli(["dead-letters", "list", "--url", stack.url, "--json"], env)
-    no_filter = await _cli(["dead-letters", "replay", "--url", stack.url], env)
-    nosuch = await _cli(["dead-letters", "replay", "--handler", "nosuch", "--url", stack.url], env)
+    listed = await _cli(["calls", "list", "--url", stack.admin_url, "--json"], env)
+    shown = await _cli(["calls", "show", "sess_url1", "--url", stack.admin_url], env)
+    missing = await _cli(["calls", "show", "sess_none", "--url", stack.admin_url], env)
+    dead = await _cli(["dead-letters", "list", "--url", stack.admin_url, "--json"], env)
+    no_filter = await _cli(["dead-letters", "replay", "--url", stack.admin_url], env)
+    nosuch = await _cli(["dead-letters", "replay", "--handler", "nosuch", "--url", stack.admin_url], env)
     replayed = await _cli(
-        ["dead-letters", "replay", "--handler", "sink", "--limit", "1", "--url", stack.url], env
+        ["dead-letters", "replay", "--handler", "sink", "--limit", "1", "--url", stack.admin_url], env
     )
-    bad_token = await _cli(["calls", "list", "--url", stack.url], {"RECEIVER_ADMIN_TOKEN": "wrong-token-xyz"})
+    bad_token = await _cli(
+        ["calls", "list", "--url", stack.admin_url], {"RECEIVER_ADMIN_TOKEN": "wrong-token-xyz"}
+    )
 
     assert listed.returncode == 0
     assert json.loads(listed.stdout)["data"][0]["session_id"] == "sess_url1"
@@ -98,24 +100,24 @@ async def test_commands_over_the_admin_url_read_replay_and_pause(stack: Stack) -
     await stack.session_ended("sess_url2")
     dead_id = await wait_for(lambda: _dead_id(stack, "sess_url2"), what="a second dead letter")
     stack.sink.fail_with = None
-    discarded = await _cli(["deliveries", "discard", dead_id, "--url", stack.url], env)
-    again = await _cli(["deliveries", "discard", dead_id, "--url", stack.url], env)
-    moved = await _cli(["deliveries", "move", dead_id, "--to", "files", "--url", stack.url], env)
-    nowhere = await _cli(["deliveries", "move", dead_id, "--to", "nosuch", "--url", stack.url], env)
+    discarded = await _cli(["deliveries", "discard", dead_id, "--url", stack.admin_url], env)
+    again = await _cli(["deliveries", "discard", dead_id, "--url", stack.admin_url], env)
+    moved = await _cli(["deliveries", "move", dead_id, "--to", "files", "--url", stack.admin_url], env)
+    nowhere = await _cli(["deliveries", "move", dead_id, "--to", "nosuch", "--url", stack.admin_url], env)
     assert discarded.returncode == 0, discarded.stderr
     assert "discarded: 1 of 1" in discarded.stdout
     assert (again.returncode, moved.returncode, nowhere.returncode) == (1, 1, 2)
     await stack.wait_state("sess_url2", "delivered")
 
-    paused = await _cli(["handlers", "pause", "sink", "--url", stack.url], env)
-    resumed = await _cli(["handlers", "resume", "sink", "--url", stack.url], env)
-    starting = await _cli(["starting", "resume", "--url", stack.url], env)
+    paused = await _cli(["handlers", "pause", "sink", "--url", stack.admin_url], env)
+    resumed = await _cli(["handlers", "resume", "sink", "--url", stack.admin_url], env)
+    starting = await _cli(["starting", "resume", "--url", stack.admin_url], env)
     assert (paused.returncode, resumed.returncode, starting.returncode) == (0, 0, 0)
 
 
 async def _has_dead(stack: Stack) -> bool:
     view = await stack.http.get(
-        f"{stack.url}/admin/calls/sess_url1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        f"{stack.admin_url}/admin/calls/sess_url1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
     return view.status_code == 200 and any(d["state"] == "dead" for d in view.json()["deliveries"])
 
@@ -123,7 +125,18 @@ async def _has_dead(stack: Stack) -> bool:
 async def test_send_exits_1_when_the_call_is_skipped(make_stack: StackFactory) -> None:
     stack = await make_stack(min_duration_seconds=10_000)
     result = await _cli(
-        ["send", "session.ended", "--session", "sess_skip1", "--to", stack.url, "--admin-token", ADMIN_TOKEN],
+        [
+            "send",
+            "session.ended",
+            "--session",
+            "sess_skip1",
+            "--to",
+            stack.url,
+            "--admin-url",
+            stack.admin_url,
+            "--admin-token",
+            ADMIN_TOKEN,
+        ],
         {},
     )
     assert result.returncode == 1, result.stdout + result.stderr
@@ -183,7 +196,8 @@ def test_the_sandbox_banner_shows_the_real_address_once_the_port_is_bound(tmp_pa
 
     port = free_port()
     env = {"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/r.db"}
-    printed, answered = _serve_until(["--sandbox", "--port", str(port)], env, tmp_path, "metrics:")
+    args = ["--sandbox", "--port", str(port), "--admin-port", str(free_port())]
+    printed, answered = _serve_until(args, env, tmp_path, "results go to:")
 
     assert f"send session.ended --session sess_demo1 --to http://127.0.0.1:{port}" in printed
     assert answered
@@ -199,7 +213,8 @@ def test_serve_without_handlers_warns_loudly(tmp_path: Path) -> None:
         "KALLGLOT_WEBHOOK_SECRETS": "0123456789abcdef0123456789abcdef",
         "KALLGLOT_API_URL": "http://127.0.0.1:9/v1",
     }
-    printed, _ = _serve_until(["--port", str(free_port())], env, tmp_path, "delivered nowhere")
+    args = ["--port", str(free_port()), "--admin-port", str(free_port())]
+    printed, _ = _serve_until(args, env, tmp_path, "delivered nowhere")
     assert "WARNING: no handler is configured" in printed
 
 
@@ -212,7 +227,7 @@ def test_check_config_shows_the_handler_that_serve_sandbox_adds(tmp_path: Path) 
 
 async def _dead_id(stack: Stack, session: str) -> str | None:
     view = await stack.http.get(
-        f"{stack.url}/admin/calls/{session}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        f"{stack.admin_url}/admin/calls/{session}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
     dead = [d["id"] for d in view.json().get("deliveries", []) if d["state"] == "dead"]
     return dead[0] if dead else None
