@@ -106,7 +106,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings = load_settings(
                 **overrides, handlers=[{"name": "file", "type": "file", "path": DEFAULT_DELIVERIES}]
             )
-        warn_without_handlers(settings.handlers)
         configure_logging(settings.log_format, settings.log_level)
         dsn = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None
         configure_sentry(dsn, settings.sentry_environment)
@@ -127,6 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shutdown.append(sandbox.aclose)
         app = create_app(settings, mounts=mounts, on_startup=startup, on_shutdown=shutdown)
         asyncio.run(_preflight(settings))
+        warn_without_handlers(settings.handlers)  # only once start-up cannot fail with one line
         if args.sandbox:
             _print_sandbox_banner(port, admin_port, settings)
         # Startup objects never die: keep them out of the collector, and collect the young generation
