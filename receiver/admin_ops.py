@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from receiver.store.operations import ReplayRequest
 from receiver.store.query import MAX_LIMIT, CallQuery, InvalidQuery, decode_cursor, encode_cursor
 
 log = logging.getLogger("receiver")
+_DELIVERY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _MAX_BODY = 1_048_576
 
 
@@ -52,9 +54,20 @@ def _text(values: dict[str, Any], name: str) -> str | None:
     value = values.get(name)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > 500:
-        raise HTTPException(400, f"{name} must be a string of at most 500 characters")
+    if not isinstance(value, str) or len(value) > 500 or not _storable(value):
+        raise HTTPException(400, f"{name} must be text of at most 500 characters (no NUL)")
     return value
+
+
+def _storable(value: str) -> bool:
+    """Text every store accepts: PostgreSQL refuses NUL and lone surrogates (not UTF-8)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _time(values: dict[str, Any], name: str) -> float | None:
@@ -220,7 +233,7 @@ def _id_list(value: Any) -> list[str]:
         not isinstance(value, list)
         or not value
         or len(value) > 10_000
-        or not all(isinstance(i, str) for i in value)
+        or not all(isinstance(i, str) and _DELIVERY_ID.fullmatch(i) for i in value)
     ):
         raise HTTPException(400, "delivery_ids must be a non-empty list of at most 10000 ids")
     return value
