@@ -124,6 +124,9 @@ def create_app(
                     log.info("store.migrated", extra={"migrations": applied})
             elif not await db.ready():
                 raise ConfigError("the database is not migrated: run 'kallglot-receiver migrate'")
+            released = await db.release_stale_leases(clock())
+            if released:
+                log.info("store.stale_leases_released", extra={"leases": released})
         except StoreError as exc:
             raise ConfigError(f"invalid setting RECEIVER_DATABASE_URL: {exc}") from None
         metrics = Metrics()
@@ -169,6 +172,7 @@ def create_app(
             admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
             tolerance=settings.webhook_tolerance_seconds,
             max_body=settings.max_body_bytes,
+            show_personal_data=settings.admin_show_personal_data,
         )
         loops: list[Loop] = [
             Starter(service, tick=worker_tick, concurrency=settings.start_concurrency),

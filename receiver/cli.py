@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from receiver.admin import call_view, delivery_view, parse_since
+from receiver.commands.banner import warn_without_handlers
+from receiver.commands.operators import add_commands as add_operator_commands
 from receiver.secret_settings import SecretFileError, file_variable_set, secret_from_env
 from receiver.settings import ConfigError, Settings, load_settings
 from receiver.signing import sign_kallglot, sign_standard_webhooks
@@ -29,6 +30,15 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_ADMIN_PORT = 9090
 DEFAULT_ADMIN_URL = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
 DEFAULT_DELIVERIES = "./data/deliveries.jsonl"
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kallglot-receiver")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _fail(message: str) -> int:
@@ -58,6 +68,18 @@ def sandbox_overrides(port: int) -> dict[str, Any]:
         if not file_variable_set(env):
             overrides[name] = value
     return overrides
+
+
+def sandbox_settings(port: int) -> Settings:
+    """What ``serve --sandbox`` runs with (also what ``check-config --sandbox`` shows): with no
+    handlers configured, results go to a ``file`` handler."""
+    overrides = sandbox_overrides(port)
+    settings = load_settings(**overrides)
+    if not settings.handlers:
+        settings = load_settings(
+            **overrides, handlers=[{"name": "file", "type": "file", "path": DEFAULT_DELIVERIES}]
+        )
+    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -107,6 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shutdown.append(sandbox.aclose)
         app = create_app(settings, mounts=mounts, on_startup=startup, on_shutdown=shutdown)
         asyncio.run(_preflight(settings))
+        warn_without_handlers(settings.handlers)  # only once start-up cannot fail with one line
         if args.sandbox:
             _print_sandbox_banner(port, admin_port, settings)
         # Startup objects never die: keep them out of the collector, and collect the young generation
@@ -254,7 +277,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def _follow(base: str, session_id: str, token: str, wait: float) -> int:
-    """Print the call's state changes until it is delivered, skipped or ``wait`` seconds pass."""
+    """Print the call's progress (a line only when what it shows changes) until it is delivered,
+    skipped, failed or dead-lettered, or ``wait`` seconds pass. Exit 1 unless it was delivered
+    with a completed analysis."""
     deadline = time.monotonic() + wait
     last: tuple[Any, ...] | None = None
     with httpx.Client(timeout=5, headers={"Authorization": f"Bearer {token}"}) as client:
@@ -273,24 +298,35 @@ def _follow(base: str, session_id: str, token: str, wait: float) -> int:
                     return 0
             elif response.status_code == 200:
                 view = response.json()
-                deliveries = tuple((d["handler"], d["state"], d["attempts"]) for d in view["deliveries"])
-                current = (view["state"], view["analysis_id"], deliveries)
-                if current != last:
-                    last = current
-                    parts = [f"state={view['state']}"]
-                    if view["analysis_id"]:
-                        parts.append(f"analysis={view['analysis_id']}")
-                    if view["reason"]:
-                        parts.append(f"reason={view['reason']!r}")
-                    parts += [f"{h}:{s}" for h, s, _ in deliveries]
+                parts = [f"state={view['state']}"]
+                if view["analysis_id"]:
+                    parts.append(f"analysis={view['analysis_id']}")
+                if view["reason"]:
+                    parts.append(f"reason={view['reason']!r}")
+                parts += [f"{d['handler']}:{d['state']}" for d in view["deliveries"]]
+                if tuple(parts) != last:
+                    last = tuple(parts)
                     print("  " + " ".join(parts), flush=True)
-                if view["state"] in ("delivered", "skipped"):
-                    return 0
+                outcome = _outcome(view)
+                if outcome is not None:
+                    return outcome
             time.sleep(0.3)
-    print(
-        f"  (still {last[0] if last else 'unknown'} after {wait:g}s; see 'kallglot-receiver calls show {session_id}')"
-    )
-    return 0
+    state = last[0].removeprefix("state=") if last else "unknown"
+    print(f"  (still {state} after {wait:g}s; see 'kallglot-receiver calls show {session_id}')")
+    return 1
+
+
+def _outcome(view: dict[str, Any]) -> int | None:
+    """None while the call is still going; else the exit code (0 only for a delivered success)."""
+    dead = [d["handler"] for d in view["deliveries"] if d["state"] == "dead"]
+    if dead:
+        print(f"  dead-lettered delivery to {', '.join(dead)}: see 'kallglot-receiver dead-letters list'")
+        return 1
+    if view["state"] == "skipped":
+        return 1
+    if view["state"] == "delivered":
+        return 1 if view.get("analysis_status") == "failed" else 0
+    return None
 
 
 # --- store commands ---------------------------------------------------------------------------
@@ -309,11 +345,17 @@ async def _with_store(fn: Any) -> Any:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from receiver.store import StoreError
+
     async def run(store: Any) -> int:
         count: int = await store.migrate()
         return count
 
-    count = asyncio.run(_with_store(run))
+    try:
+        count = asyncio.run(_with_store(run))
+    except StoreError as exc:
+        print(f"kallglot-receiver: cannot migrate (RECEIVER_DATABASE_URL): {exc}", file=sys.stderr)
+        return 1
     print(f"migrations applied: {count}")
     return 0
 
@@ -321,7 +363,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from receiver.registry import parse_handlers
 
-    settings = load_settings(**(sandbox_overrides(8080) if args.sandbox else {}))
+    settings = sandbox_settings(8080) if args.sandbox else load_settings()
     settings.require_production_secrets()
     options = parse_handlers(settings.handlers)
     print(json.dumps(settings.masked(), indent=2, default=str))
@@ -363,33 +405,6 @@ async def _probe(settings: Settings, options: Sequence[Any]) -> int:
     return 1 if failed else 0
 
 
-def cmd_calls_show(args: argparse.Namespace) -> int:
-    async def run(store: Any) -> Any:
-        return await store.get_call(args.session_id)
-
-    found = asyncio.run(_with_store(run))
-    if found is None:
-        return _fail(f"no call with session id {args.session_id}")
-    print(json.dumps(call_view(*found), indent=2))
-    return 0
-
-
-def cmd_dead_letters(args: argparse.Namespace) -> int:
-    since = parse_since(args.since)
-
-    async def run(store: Any) -> Any:
-        if args.action == "list":
-            return await store.list_dead_letters(args.handler, args.session, since, args.limit)
-        return await store.replay_dead_letters(args.handler, args.session, since, time.time())
-
-    result = asyncio.run(_with_store(run))
-    if args.action == "list":
-        print(json.dumps([delivery_view(d) for d in result], indent=2))
-    else:
-        print(f"replayed: {result} (a running receiver picks them up within a second)")
-    return 0
-
-
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -397,6 +412,7 @@ def parser() -> argparse.ArgumentParser:
     from receiver.sandbox.cli import add_arguments
 
     root = argparse.ArgumentParser(prog="kallglot-receiver", description=__doc__)
+    root.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = root.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="HTTP endpoints and background workers")
@@ -445,21 +461,7 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--sandbox", action="store_true", help="check as 'serve --sandbox' would run")
     check.set_defaults(func=cmd_check_config)
 
-    calls = sub.add_parser("calls", help="inspect calls").add_subparsers(dest="action", required=True)
-    show = calls.add_parser("show", help="a call's state, timestamps and deliveries")
-    show.add_argument("session_id")
-    show.set_defaults(func=cmd_calls_show)
-
-    dead = sub.add_parser("dead-letters", help="failed deliveries").add_subparsers(
-        dest="action", required=True
-    )
-    for action in ("list", "replay"):
-        p = dead.add_parser(action)
-        p.add_argument("--handler")
-        p.add_argument("--session")
-        p.add_argument("--since", help="Unix seconds or ISO-8601")
-        p.add_argument("--limit", type=int, default=100)
-        p.set_defaults(func=cmd_dead_letters)
+    add_operator_commands(sub)  # calls, dead-letters, replay, replays, handlers, starting
     return root
 
 

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver.admin import call_view, delivery_view, parse_since
+from receiver.admin_api import ADMIN_ROUTES as OPERATOR_ROUTES
 from receiver.events import (
     ANALYSIS_TYPES,
     SESSION_END_TYPES,
@@ -60,6 +61,7 @@ class HttpState:
     tolerance: float
     max_body: int
     draining: bool = False
+    show_personal_data: bool = False  # RECEIVER_ADMIN_SHOW_PERSONAL_DATA (operators)
 
     async def is_ready(self) -> bool:
         return not self.draining and await self.service.store.ready()
@@ -224,7 +226,7 @@ async def admin_dead_letters(request: Request) -> Response:
     http = _authorize(request)
     handler, session, since = _filters(dict(request.query_params))
     raw_limit = request.query_params.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 1000:
         raise HTTPException(400, "limit must be a whole number from 1 to 1000")
     records = await http.service.store.list_dead_letters(handler, session, since, int(raw_limit))
     return JSONResponse({"dead_letters": [delivery_view(d) for d in records]})
@@ -288,11 +290,11 @@ ADMIN_ROUTES = [
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
+    *OPERATOR_ROUTES,  # receiver.admin_api: before the older admin routes below
     Route("/admin/calls/{session_id}", admin_call, methods=["GET"]),
     Route("/admin/dead-letters", admin_dead_letters, methods=["GET"]),
     Route("/admin/dead-letters/replay", admin_replay, methods=["POST"]),
 ]
-# operators: ADMIN_ROUTES += OPERATOR_ROUTES (from receiver/admin_api.py)
 
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     HTTPException: http_exception,

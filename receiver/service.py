@@ -38,8 +38,18 @@ from receiver.lifecycle import CallState, analysis_status
 from receiver.metrics import Metrics
 from receiver.pacing import backoff
 from receiver.routing import Router, document, narrow
-from receiver.store import Accepted, AnalysisResult, CallRecord, DeliveryJob, Finished, NewCall, Store
+from receiver.store import (
+    Accepted,
+    AnalysisResult,
+    CallRecord,
+    DeliveryJob,
+    Finished,
+    NewCall,
+    Store,
+    StoreError,
+)
 from receiver.store.keys import analysis_key
+from receiver.store.operations import Attempt
 from receiver.tracing import stage
 
 log = logging.getLogger("receiver")
@@ -231,15 +241,18 @@ class Service:
         except RateLimited as exc:
             wait = min(exc.retry_after or 30.0, MAX_START_WAIT_SECONDS)
             await self.store.retry_call(sid, now + wait, exc.reason, self.clock())
+            await self._attempt(sid, "start", "retry", exc, next_at=now + wait)
             log.warning("analysis.rate_limited", extra={"session_id": sid, "retry_after": wait})
             return
         except StartingPaused as exc:
             # The call stays due: the gate alone decides when starting resumes.
             self._pause(exc.reason, now, for_credits=exc.status == 402)
             await self.store.retry_call(sid, now, exc.reason, self.clock())
+            await self._attempt(sid, "start", "paused", exc)
             return
         except (NotFound, Rejected) as exc:
             log.warning("analysis.rejected", extra={"session_id": sid, "reason": exc.reason})
+            await self._attempt(sid, "start", "failed", exc)
             await self._finish(_failure(sid, None, exc.reason))
             return
         except KallglotError as exc:
@@ -247,16 +260,46 @@ class Service:
                 exc.retry_after or backoff(call.attempts, initial=2.0, maximum=300.0), MAX_START_WAIT_SECONDS
             )
             await self.store.retry_call(sid, now + delay, exc.reason, self.clock())
+            await self._attempt(sid, "start", "retry", exc, next_at=now + delay)
             log.warning("analysis.retry", extra={"session_id": sid, "reason": exc.reason, "retry_in": delay})
             return
         self.gate.resume()
         now = self.clock()
         await self.store.mark_started(sid, started.id, now + self.settings.poll_after_seconds, now)
+        await self._attempt(sid, "start", "started", None, reason=f"analysis {started.id}")
         self.metrics.analyses_started.inc()
         log.info("analysis.started", extra={"session_id": sid, "analysis_id": started.id})
         result = _result(sid, started.id, started.body, "poll")
         if result is not None:  # Kallglot may answer with a finished analysis (idempotent replay)
             await self._finish(result)
+
+    async def _attempt(
+        self,
+        session_id: str,
+        kind: str,
+        outcome: str,
+        error: Exception | None,
+        *,
+        handler: str | None = None,
+        next_at: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Keep the attempt in the call's history (operators); losing it never breaks the work."""
+        status = getattr(error, "status", None)
+        attempt = Attempt(
+            session_id=session_id,
+            at=self.clock(),
+            kind=kind,
+            outcome=outcome,
+            handler=handler,
+            code=status if isinstance(status, int) else None,
+            reason=reason or getattr(error, "reason", None),
+            next_at=next_at,
+        )
+        try:
+            await self.store.record_attempt(attempt)
+        except StoreError as exc:
+            log.warning("attempt.not_recorded", extra={"session_id": session_id, "error": str(exc)})
 
     async def _guardrails(self, call: CallRecord, now: float) -> bool:
         """True when the call must not be started now (skipped, or waiting for credits)."""
@@ -410,6 +453,7 @@ class Service:
         now = self.clock()
         if error is None:
             await self.store.mark_delivered(record.id, now)
+            await self._attempt(record.session_id, "delivery", "delivered", None, handler=record.handler)
             self.metrics.deliveries.labels(record.handler, "delivered").inc()
             self.metrics.call_to_delivery.labels(record.handler).observe(max(0.0, now - job.call_received_at))
             log.info("delivery.delivered", extra={"session_id": record.session_id, "handler": record.handler})
@@ -425,6 +469,7 @@ class Service:
         )
         if isinstance(error, PermanentDeliveryError) or exhausted:
             await self.store.dead_letter(record.id, error.reason, now)
+            await self._attempt(record.session_id, "delivery", "dead", error, handler=record.handler)
             self.metrics.deliveries.labels(record.handler, "dead_lettered").inc()
             log.warning(
                 "delivery.dead_lettered",
@@ -432,6 +477,9 @@ class Service:
             )
         else:
             await self.store.retry_delivery(record.id, now + delay, error.reason, now)
+            await self._attempt(
+                record.session_id, "delivery", "retry", error, handler=record.handler, next_at=now + delay
+            )
             self.metrics.deliveries.labels(record.handler, "retried").inc()
             log.warning(
                 "delivery.retry",

@@ -176,6 +176,11 @@ class Settings(BaseSettings):
             compile_mapping(value)
         return value
 
+    # --- operators (admin API and console) ---
+    admin_show_personal_data: bool = _env(
+        "RECEIVER_ADMIN_SHOW_PERSONAL_DATA", "admin_show_personal_data", False
+    )
+
     @field_validator("analysis_include", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:

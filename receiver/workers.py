@@ -2,7 +2,8 @@
 
 Each loop has ``run_once()`` (claim what is due, launch it within its concurrency) and ``run(stop)``;
 it sleeps until its wake-up event fires or a tick passes. Work is claimed with a lease, so a killed
-process leaves nothing stuck: SQLite releases leases at start, PostgreSQL lets them expire.
+process leaves nothing stuck: serve releases a dead SQLite process's leases at start (see
+``receiver.store.locks``), PostgreSQL lets them expire.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -231,6 +233,9 @@ class Deliverer(Loop):
         }
         self.next_slot: dict[str, float] = dict.fromkeys(service.handlers, 0.0)
         self.concurrency = sum(options.concurrency for options, _ in service.handlers.values()) or 1
+        self._paused_cache: dict[str, Any] = {}
+        self._paused_read = float("-inf")
+        self._paused_generation = 0
 
     def _circuit_changed(self, handler: str, is_open: bool) -> None:
         self.service.metrics.circuit_open.labels(handler).set(1 if is_open else 0)
@@ -242,7 +247,10 @@ class Deliverer(Loop):
 
     async def run_once(self) -> int:
         launched = 0
+        paused = await self._paused()
         for name, (options, _) in self.service.handlers.items():
+            if name in paused:
+                continue
             now = self.service.clock()
             free = options.concurrency - self.in_flight[name]
             if options.rate_limit_per_second:
@@ -264,6 +272,24 @@ class Deliverer(Loop):
                 self.next_slot[name] = now + len(jobs) / options.rate_limit_per_second
             launched += len(jobs)
         return launched
+
+    async def _paused(self) -> dict[str, Any]:
+        """Handlers paused by operators (stored, so every replica honours them); read at most once a
+        second, since run_once runs on every wake-up."""
+        now = time.monotonic()
+        if now - self._paused_read >= 1.0:
+            while True:  # a pause made here while we read must not be hidden by what we read
+                generation = self._paused_generation
+                paused = dict(await self.service.store.paused_handlers())
+                if generation == self._paused_generation:
+                    break
+            self._paused_cache, self._paused_read = paused, now
+        return self._paused_cache
+
+    def forget_pauses(self) -> None:
+        """An operator paused or resumed a handler in this process: read the pauses again now."""
+        self._paused_read = float("-inf")
+        self._paused_generation += 1
 
     async def _one(self, name: str, job: DeliveryJob, delay: float) -> None:
         try:

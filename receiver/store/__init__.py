@@ -146,6 +146,9 @@ class Stats:
     orphaned: dict[str, int] = field(default_factory=dict)
 
 
+from receiver.store.operations import Attempt, ReplayOutcome, ReplayRecord, ReplayRequest  # noqa: E402
+from receiver.store.query import CallQuery  # noqa: E402
+
 Router = Callable[[str, dict[str, Any], AnalysisResult], Sequence[str]]
 """Given (session id, call fields, result): the handlers that must receive it (events + when)."""
 
@@ -154,7 +157,13 @@ class Store(CarrierStore, Protocol):
     """What the service needs from a database. Times are Unix seconds (float)."""
 
     async def open(self) -> None:
-        """Connect (and release this process's stale leases where the backend is single-process)."""
+        """Connect. Opening never changes data (operator commands open beside a live service;
+        with the ``read_only=True`` option of ``open_store`` they cannot write at all)."""
+
+    async def release_stale_leases(self, now: float) -> int:
+        """``serve`` only, at start: release leases that can only belong to dead processes
+        (SQLite: all, once this process holds the file's serve lock; PostgreSQL: none, they
+        expire). Return how many were released."""
 
     async def close(self) -> None: ...
 
@@ -274,6 +283,35 @@ class Store(CarrierStore, Protocol):
         """Delete inbound event ids received before ``events_before`` and finished calls (with their
         deliveries) last updated before ``calls_before``; at most ``batch`` rows of each per call.
         A call with an undelivered result (a pending, dead or orphaned delivery) is never deleted."""
+
+    # --- operators (receiver.store.query / receiver.store.operations) ---------------------------
+
+    async def list_calls(
+        self, query: CallQuery
+    ) -> tuple[list[tuple[CallRecord, list[DeliveryRecord]]], bool]:
+        """One page of calls matching ``query``, newest first, with their deliveries; and whether
+        another page follows (its cursor is the last call's ``(received_at, session_id)``)."""
+
+    async def replay(self, request: ReplayRequest, now: float) -> ReplayOutcome:
+        """Re-queue settled deliveries of finished calls (or create missing ones for named
+        handlers); never starts an analysis. Recorded (dry runs too) in the replay log."""
+
+    async def list_replays(self, limit: int) -> list[ReplayRecord]: ...
+
+    async def pause_handler(self, handler: str, who: str, now: float) -> None:
+        """No process delivers for ``handler`` until it is resumed; its work stays queued."""
+
+    async def resume_handler(self, handler: str) -> bool: ...
+
+    async def paused_handlers(self) -> dict[str, tuple[str, float]]: ...
+
+    async def record_attempt(self, attempt: Attempt) -> None:
+        """Keep a start or delivery attempt in the call's history (removed with the call)."""
+
+    async def list_attempts(self, session_id: str) -> list[Attempt]: ...
+
+    async def pending_by_handler(self) -> dict[str, tuple[int, float]]:
+        """Handler -> (pending deliveries, oldest ``created_at``)."""
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(kind)`` (``start``, ``poll`` or ``deliver``) when ANOTHER process created

@@ -27,9 +27,10 @@ _BATCH_MAX = 512
 class Database(threading.Thread):
     """The one thread that owns the connection and commits operations in groups."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         super().__init__(name="sqlite-store", daemon=True)
         self._path = path
+        self._read_only = read_only
         self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
@@ -49,11 +50,14 @@ class Database(threading.Thread):
 
     def run(self) -> None:
         try:
-            if self._path != ":memory:":
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+            if self._read_only:
+                conn = _connect_read_only(self._path)
+            else:
+                if self._path != ":memory:":
+                    Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
@@ -97,14 +101,15 @@ class Database(threading.Thread):
                 outcomes += self._transaction(conn, [item]) or []
         self._answer(outcomes)
 
-    @staticmethod
     def _transaction(
-        conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]
+        self, conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]] | None:
         """Run ``batch`` in one transaction; None when an operation failed in a batch of several."""
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        read_only = self._read_only
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            # A read-only connection must not ask for the write lock (BEGIN IMMEDIATE would).
+            conn.execute("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
             for op, future in batch:
                 try:
                     outcomes.append((future, op(conn), None))
@@ -129,6 +134,17 @@ class Database(threading.Thread):
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
                 loop.call_soon_threadsafe(_resolve, items)
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot write (``mode=ro``, ``query_only``) and never creates the file:
+    what operator commands beside a live ``serve`` use, so that they change nothing."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no database file at {path}")
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=True)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
 
 
 def _translate(exc: Exception) -> BaseException:

@@ -54,6 +54,7 @@ from receiver.store import postgres_state_sql as state_sql
 from receiver.store.carriers_postgres import PostgresCarriers
 from receiver.store.keys import delivery_id
 from receiver.store.pgbatch import AcceptBatcher, Pending
+from receiver.store.postgres_ops import PostgresOperations
 from receiver.store.postgres_state import PostgresStateMixin
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record, include_json
 
@@ -117,7 +118,7 @@ if TYPE_CHECKING:
     )
 
 
-class PostgresStore(PostgresStateMixin, PostgresCarriers):
+class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
     """The replicated store (see module docstring).
 
     ``options``: ``min_size``/``max_size`` of the pool (1/10), ``connect_timeout`` (5 s),
@@ -135,6 +136,7 @@ class PostgresStore(PostgresStateMixin, PostgresCarriers):
         command_timeout: float = 30.0,
         ready_timeout: float = 2.0,
         statement_cache_size: int = 100,
+        read_only: bool = False,
     ) -> None:
         self._url = url.replace("postgres://", "postgresql://", 1)
         self._min_size, self._max_size = min_size, max_size
@@ -142,6 +144,8 @@ class PostgresStore(PostgresStateMixin, PostgresCarriers):
         self._command_timeout = command_timeout
         self._ready_timeout = ready_timeout
         self._statement_cache_size = statement_cache_size
+        # Operator commands beside a live service: every transaction is read-only on the server.
+        self._server_settings = {"default_transaction_read_only": "on"} if read_only else None
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._listener: asyncio.Task[None] | None = None
         # Our own NOTIFYs carry this token so that only the OTHER replicas act on them.
@@ -185,6 +189,7 @@ class PostgresStore(PostgresStateMixin, PostgresCarriers):
                 command_timeout=self._command_timeout,
                 statement_cache_size=self._statement_cache_size,
                 max_inactive_connection_lifetime=60.0,
+                server_settings=self._server_settings,
             )
         except _DRIVER_ERRORS as exc:
             raise _translate(exc) from exc
@@ -227,6 +232,10 @@ class PostgresStore(PostgresStateMixin, PostgresCarriers):
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
         self._migrated = True
         return count
+
+    async def release_stale_leases(self, now: float) -> int:
+        """Replicas share the database: a dead replica's leases expire by themselves (never taken)."""
+        return 0
 
     async def ready(self) -> bool:
         try:

@@ -32,7 +32,9 @@ from receiver.store import (
 from receiver.store.carriers_sqlite import SQLiteCarriers
 from receiver.store.groupcommit import Database
 from receiver.store.keys import delivery_id
+from receiver.store.locks import ServeLock
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record, include_json
+from receiver.store.sqlite_ops import SQLiteOperations
 from receiver.store.sqlite_state import SQLiteStateMixin
 from receiver.store.sqlite_state import remember as _remember
 from receiver.store.sqlite_state import touch as _touch
@@ -59,12 +61,14 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-class SQLiteStore(SQLiteStateMixin, SQLiteCarriers):
+class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
     """The embedded store (see module docstring). ``path`` is a file path or ``:memory:``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         self._path = path
+        self._read_only = read_only
         self._db: Database | None = None
+        self._serve_lock: ServeLock | None = None
 
     async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -76,22 +80,34 @@ class SQLiteStore(SQLiteStateMixin, SQLiteCarriers):
     async def open(self) -> None:
         if self._db is not None:
             return
-        db = Database(self._path)
+        db = Database(self._path, read_only=self._read_only)
         await asyncio.to_thread(db.start_and_wait)
         self._db = db
-        if await self.ready():
-            # One process owns an SQLite file: leases left by a killed process are stale.
-            await self._run(_release_all_leases)
 
     async def close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
             await asyncio.to_thread(db.stop)
+        lock, self._serve_lock = self._serve_lock, None
+        if lock is not None:
+            lock.release()
 
     async def migrate(self) -> int:
-        count = await self._run(_migrate)
-        await self._run(_release_all_leases)
-        return count
+        return await self._run(_migrate)
+
+    async def release_stale_leases(self, now: float) -> int:
+        """Only ``serve`` calls this. It takes the file's serve lock for as long as the store is
+        open: holding it proves that no other serve is alive, so every lease in the file belongs
+        to a dead process and is released at once. Without the lock (another serve holds it)
+        nothing is released: those leases are alive, or expire by themselves."""
+        if self._path == ":memory:":
+            return 0
+        if self._serve_lock is None:
+            lock = ServeLock(self._path)
+            if not lock.acquire():
+                return 0
+            self._serve_lock = lock
+        return await self._run(_release_all_leases)
 
     async def ready(self) -> bool:
         try:
@@ -502,9 +518,14 @@ def _is_migrated(conn: sqlite3.Connection) -> bool:
     return all(version in done for version, _ in _migrations())
 
 
-def _release_all_leases(conn: sqlite3.Connection) -> None:
-    conn.execute("UPDATE calls SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
-    conn.execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
+def _release_all_leases(conn: sqlite3.Connection) -> int:
+    calls = conn.execute(
+        "UPDATE calls SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL"
+    ).rowcount
+    deliveries = conn.execute(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL"
+    ).rowcount
+    return int(calls) + int(deliveries)
 
 
 def _record_event(

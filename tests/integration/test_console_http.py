@@ -1,0 +1,82 @@
+"""The console's safety over plain HTTP (both stores): login sets a signed HttpOnly SameSite=Strict
+cookie, every POST needs the session's CSRF token, every page has a strict CSP and refuses framing,
+and the token appears in no page or URL."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.integration.harness import ADMIN_TOKEN, Stack
+
+BASE = "/admin/console"
+
+
+async def _login(stack: Stack, client: httpx.AsyncClient) -> str:
+    page = await client.get(f"{stack.admin_url}{BASE}/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    answer = await client.post(
+        f"{stack.admin_url}{BASE}/login", data={"csrf": csrf.group(1), "token": ADMIN_TOKEN}
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == BASE
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    assert "path=/admin/console" in cookie
+    home = await client.get(f"{stack.admin_url}{BASE}")
+    found = re.search(r'name="csrf" value="([^"]+)"', home.text)
+    assert found is not None
+    return found.group(1)
+
+
+async def test_pages_need_a_login_and_carry_strict_security_headers(stack: Stack) -> None:
+    async with httpx.AsyncClient() as client:
+        anonymous = await client.get(f"{stack.admin_url}{BASE}/calls")
+        assert anonymous.status_code == 303
+        assert anonymous.headers["location"] == f"{BASE}/login"
+        await _login(stack, client)
+        for path in ("", "/calls", "/dead-letters", "/handlers", "/calls?state=lost"):
+            page = await client.get(f"{stack.admin_url}{BASE}{path}")
+            assert page.status_code == 200, path
+            assert "default-src 'self'" in page.headers["content-security-policy"]
+            assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+            assert page.headers["x-frame-options"] == "DENY"
+            assert ADMIN_TOKEN not in page.text
+            assert "<script" not in page.text
+            assert "style=" not in page.text
+
+
+async def test_a_wrong_token_or_a_forged_cookie_does_not_log_in(stack: Stack) -> None:
+    async with httpx.AsyncClient() as client:
+        page = await client.get(f"{stack.admin_url}{BASE}/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        wrong = await client.post(
+            f"{stack.admin_url}{BASE}/login", data={"csrf": csrf.group(1), "token": "nope"}
+        )
+        assert wrong.status_code == 401
+    forged = httpx.AsyncClient(cookies={"krc_session": "eyJjc3JmIjoieCIsImF1dGgiOnRydWV9.x.y"})
+    async with forged:
+        assert (await forged.get(f"{stack.admin_url}{BASE}/calls")).status_code == 303
+
+
+async def test_every_post_needs_the_sessions_csrf_token(stack: Stack) -> None:
+    async with httpx.AsyncClient() as client:
+        csrf = await _login(stack, client)
+        for path, data in (
+            ("/handlers/sink/pause", {}),
+            ("/handlers/sink/pause", {"csrf": "guess"}),
+            ("/replay", {"delivery_id": "dlv_x"}),
+            ("/logout", {}),
+        ):
+            answer = await client.post(f"{stack.admin_url}{BASE}{path}", data=data)
+            assert answer.status_code == 403, path
+        paused = await client.post(f"{stack.admin_url}{BASE}/handlers/sink/pause", data={"csrf": csrf})
+        assert paused.status_code == 303
+    listing = await stack.http.get(
+        f"{stack.admin_url}/admin/handlers", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert {h["name"]: h["paused"] for h in listing.json()["data"]} == {"files": False, "sink": True}
