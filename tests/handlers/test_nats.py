@@ -1,4 +1,4 @@
-"""The ``nats`` handler against the real NATS server with JetStream on 127.0.0.1:4222.
+"""The ``nats`` handler against a real NATS server with JetStream (``tests.nats_server``).
 
 Each test creates its own stream over a unique subject and deletes it afterwards, so tests (and
 engineers sharing the server) never see each other's messages.
@@ -26,7 +26,6 @@ from handlers import nats_jetstream
 from receiver.delivery import Delivery, HandlerContext, PermanentDeliveryError, TransientDeliveryError
 from receiver.registry import parse_handlers
 
-SERVER = "nats://127.0.0.1:4222"
 MakeDelivery = Callable[..., Delivery]
 
 
@@ -43,8 +42,8 @@ class Bus:
 
 
 @pytest.fixture
-async def bus() -> AsyncIterator[Bus]:
-    client = await nats.connect(SERVER, connect_timeout=5)
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    client = await nats.connect(nats_url, connect_timeout=5)
     js = client.jetstream(timeout=5)
     tag = uuid.uuid4().hex[:12]
     stream = f"TEST_{tag}"
@@ -57,11 +56,13 @@ async def bus() -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
-async def make_handler(context: HandlerContext) -> AsyncIterator[Callable[..., nats_jetstream.NatsHandler]]:
+async def make_handler(
+    context: HandlerContext, nats_url: str
+) -> AsyncIterator[Callable[..., nats_jetstream.NatsHandler]]:
     built: list[nats_jetstream.NatsHandler] = []
 
     def make(**options: Any) -> nats_jetstream.NatsHandler:
-        values = {"name": "bus", "type": "nats", "servers": [SERVER], **options}
+        values = {"name": "bus", "type": "nats", "servers": [nats_url], **options}
         handler = nats_jetstream.build(nats_jetstream.Options.model_validate(values), context)
         built.append(handler)
         return handler

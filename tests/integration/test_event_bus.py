@@ -19,9 +19,9 @@ FAST_RETRY = {"initial_seconds": 0.05, "max_seconds": 0.2, "horizon_seconds": 60
 
 
 @pytest.fixture
-async def stream() -> AsyncIterator[tuple[JetStreamContext, str, str]]:
-    """``(jetstream, stream name, subject prefix)``: a stream of this test's own on 127.0.0.1:4222."""
-    client = await nats.connect("nats://127.0.0.1:4222", connect_timeout=5)
+async def stream(nats_url: str) -> AsyncIterator[tuple[JetStreamContext, str, str]]:
+    """``(jetstream, stream name, subject prefix)``: a stream of this test's own."""
+    client = await nats.connect(nats_url, connect_timeout=5)
     js = client.jetstream(timeout=5)
     tag = uuid.uuid4().hex[:12]
     name, prefix = f"E2E_{tag}", f"e2e{tag}"
@@ -44,7 +44,10 @@ async def bus_sink() -> AsyncIterator[tuple[Sink, str]]:
 
 
 async def test_an_analysed_call_reaches_the_cloudevents_webhook_and_the_stream_once(
-    make_stack: StackFactory, stream: tuple[JetStreamContext, str, str], bus_sink: tuple[Sink, str]
+    make_stack: StackFactory,
+    stream: tuple[JetStreamContext, str, str],
+    bus_sink: tuple[Sink, str],
+    nats_url: str,
 ) -> None:
     js, name, prefix = stream
     sink, sink_url = bus_sink
@@ -53,7 +56,7 @@ async def test_an_analysed_call_reaches_the_cloudevents_webhook_and_the_stream_o
             {
                 "name": "bus",
                 "type": "nats",
-                "servers": ["nats://127.0.0.1:4222"],
+                "servers": [nats_url],
                 "subject": prefix + ".call.{status}.{session_id}",
                 "retry": FAST_RETRY,
             },
