@@ -167,6 +167,10 @@ async def test_sigkill_mid_flight_then_restart_completes_every_call_with_one_cre
     assert len(sink.received) - len(sessions) <= 8
 
 
+# The in-process sandbox's webhook client may hold a keep-alive connection to the receiver we stop;
+# when the garbage collector finds it, Python reports an unclosed socket in THIS process, not in the
+# receiver under test: that report must not decide the test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_sigterm_drains_in_flight_work_and_exits_zero(world: dict[str, Any]) -> None:
     receiver: Receiver = world["receiver"]
     box: Sandbox = world["sandbox"]
