@@ -15,7 +15,7 @@ Reordered or duplicated events are harmless because a transition that is not all
 current state is a no-op, never an error: a late ``analysis.complete`` after a poll finished the
 call, or a late POST response after the webhook, changes nothing.
 
-This module is the single source of the states: the stores' SQL spells them with ``sql`` and
+This module is the single source of the states: the stores' SQL spells them with ``sql_value`` and
 ``sql_in`` (constants, never input), and the store contract suite checks every transition a store
 performs against ``can_transition``.
 """
@@ -85,6 +85,10 @@ IN_FLIGHT = (CallState.PROCESSING, CallState.STALE)
 #: States in which the analysis is finished (a late event for the call changes nothing).
 FINISHED = (CallState.COMPLETED, CallState.FAILED, CallState.DELIVERED)
 TERMINAL = (CallState.DELIVERED, CallState.SKIPPED)
+#: States of a finished analysis whose deliveries are not all done yet.
+ANALYSED = (CallState.COMPLETED, CallState.FAILED)
+#: States of a call still being worked on (the ``receiver_calls`` gauge's states).
+ACTIVE = tuple(state for state in CallState if state not in TERMINAL)
 #: Calls retention may delete (with their deliveries), unless a delivery still blocks it.
 PRUNABLE = (*FINISHED, CallState.SKIPPED)
 #: Delivery states that hold a result nobody has received yet: a call with one is never pruned.
@@ -103,7 +107,7 @@ def is_forward(current: CallState, target: CallState) -> bool:
     return target in _FORWARD[current]
 
 
-def sql(state: StrEnum) -> str:
+def sql_value(state: StrEnum) -> str:
     """A state as an SQL literal (a constant of this module, never input)."""
     return f"'{state.value}'"
 
@@ -111,7 +115,7 @@ def sql(state: StrEnum) -> str:
 def sql_in(*states: StrEnum) -> str:
     """States as a parenthesised SQL list, for ``state IN ...``: literals let the planner match
     the partial indexes, which a bound parameter would not."""
-    return "(" + ", ".join(sql(state) for state in states) + ")"
+    return "(" + ", ".join(sql_value(state) for state in states) + ")"
 
 
 def allowed_sources(target: CallState) -> tuple[CallState, ...]:

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
-from receiver.lifecycle import CallState
+from receiver import lifecycle
+from receiver.lifecycle import CallState, DeliveryState
 from receiver.store import (
     Accepted,
     AnalysisResult,
@@ -104,7 +105,7 @@ def _loads(value: str | None) -> Any:
 def _dead_filter(
     handler: str | None, session_id: str | None, since: float | None, first: int
 ) -> tuple[str, list[Any]]:
-    clauses, params = ["state = 'dead'"], []
+    clauses, params = [f"state = {lifecycle.sql_value(DeliveryState.DEAD)}"], []
     for clause, value in (("handler = ", handler), ("session_id = ", session_id), ("dead_at >= ", since)):
         if value is not None:
             params.append(value)
@@ -411,7 +412,7 @@ class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
     async def skip_call(self, session_id: str, reason: str, now: float) -> None:
         async with self._conn() as conn:
             await conn.execute(
-                "UPDATE calls SET state = 'skipped', reason = $2, finished_at = $3, lease_owner = NULL,"
+                f"UPDATE calls SET state = {lifecycle.sql_value(CallState.SKIPPED)}, reason = $2, finished_at = $3, lease_owner = NULL,"
                 f" lease_until = NULL, updated_at = $3 WHERE session_id = $1 AND state IN {sql.TO_START}",
                 session_id,
                 reason,
@@ -476,7 +477,7 @@ class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
         async with self._conn() as conn:
             await conn.execute(
                 "UPDATE calls SET next_at = $2, lease_owner = NULL, lease_until = NULL, updated_at = $3,"
-                " state = CASE WHEN $4 AND state = 'processing' THEN 'stale' ELSE state END"
+                f" state = CASE WHEN $4 AND state = {lifecycle.sql_value(CallState.PROCESSING)} THEN {lifecycle.sql_value(CallState.STALE)} ELSE state END"
                 f" WHERE session_id = $1 AND state IN {sql.IN_FLIGHT}",
                 session_id,
                 next_at,
@@ -512,7 +513,7 @@ class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
         async with self._conn() as conn:
             await conn.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, last_error = $2, next_at = $3,"
-                " lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'",
+                f" lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = {lifecycle.sql_value(DeliveryState.PENDING)}",
                 delivery_id,
                 error,
                 next_at,
@@ -526,7 +527,7 @@ class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
         async with self._conn() as conn:
             await conn.execute(
                 "UPDATE deliveries SET next_at = $2, lease_owner = NULL, lease_until = NULL"
-                " WHERE id = $1 AND state = 'pending'",
+                f" WHERE id = $1 AND state = {lifecycle.sql_value(DeliveryState.PENDING)}",
                 delivery_id,
                 next_at,
             )
@@ -562,7 +563,7 @@ class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
         where, params = _dead_filter(handler, session_id, since, 3)
         async with self._conn() as conn:
             count = await conn.fetchval(
-                f"WITH r AS (UPDATE deliveries SET state = 'pending', attempts = 0, next_at = $1,"
+                f"WITH r AS (UPDATE deliveries SET state = {lifecycle.sql_value(DeliveryState.PENDING)}, attempts = 0, next_at = $1,"
                 f" dead_at = NULL, first_attempt_at = NULL, replays = replays + 1 WHERE {where}"
                 " RETURNING session_id), t AS (UPDATE calls SET updated_at = $1"
                 " WHERE session_id IN (SELECT session_id FROM r))"

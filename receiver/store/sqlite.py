@@ -11,11 +11,20 @@ import functools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from enum import StrEnum
 from importlib import resources
 from typing import Any, TypeVar
 
-from receiver.lifecycle import IN_FLIGHT, PRUNABLE, TO_START, UNDELIVERED, CallState
+from receiver.lifecycle import (
+    ANALYSED,
+    IN_FLIGHT,
+    PRUNABLE,
+    TO_START,
+    UNDELIVERED,
+    CallState,
+    DeliveryState,
+    sql_in,
+    sql_value,
+)
 from receiver.store import (
     Accepted,
     AnalysisResult,
@@ -44,11 +53,6 @@ T = TypeVar("T")
 
 def _placeholders(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
-
-
-def _states(states: Sequence[StrEnum]) -> str:
-    """States as SQL literals (constants, never input): the planner then matches the partial indexes."""
-    return ", ".join(f"'{state.value}'" for state in states)
 
 
 @functools.cache
@@ -130,7 +134,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
             inserted = conn.execute(
                 "INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at,"
                 " next_at, updated_at, analysis_profile, analysis_include)"
-                " SELECT ?, 'received', ?, ?, ?, ?, ?, ?, ?, ?"
+                f" SELECT ?, {sql_value(CallState.RECEIVED)}, ?, ?, ?, ?, ?, ?, ?, ?"
                 " WHERE NOT EXISTS (SELECT 1 FROM analysed_sessions WHERE session_id = ?)"
                 " ON CONFLICT DO NOTHING",
                 (
@@ -190,15 +194,15 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
                 return Accepted.IGNORED
             changed = conn.execute(
                 f"UPDATE calls SET webhook_seen = 1, next_at = ?, analysis_id = coalesce(analysis_id, ?),"
-                f" updated_at = ? WHERE session_id = ? AND state IN ({_states(TO_START + IN_FLIGHT)})"
+                f" updated_at = ? WHERE session_id = ? AND state IN {sql_in(*TO_START, *IN_FLIGHT)}"
                 " AND (analysis_id IS NULL OR analysis_id = ?)",
                 (now, analysis_id, now, target, analysis_id),
             ).rowcount
             if changed:
                 # A call still "starting" was accepted by Kallglot: the POST answer is on its way or lost.
                 conn.execute(
-                    "UPDATE calls SET state = 'processing', started_at = coalesce(started_at, ?),"
-                    " lease_owner = NULL, lease_until = NULL WHERE session_id = ? AND state IN ('received', 'starting')",
+                    f"UPDATE calls SET state = {sql_value(CallState.PROCESSING)}, started_at = coalesce(started_at, ?),"
+                    f" lease_owner = NULL, lease_until = NULL WHERE session_id = ? AND state IN {sql_in(*TO_START)}",
                     (now, target),
                 )
                 _remember(conn, target, now)
@@ -213,9 +217,9 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
     ) -> list[CallRecord]:
         def op(conn: sqlite3.Connection) -> list[CallRecord]:
             rows = conn.execute(
-                f"UPDATE calls SET state = 'starting', lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
+                f"UPDATE calls SET state = {sql_value(CallState.STARTING)}, lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
                 f" updated_at = ? WHERE session_id IN (SELECT session_id FROM calls WHERE state IN"
-                f" ({_states(TO_START)}) AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                f" {sql_in(*TO_START)} AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
                 f" ORDER BY next_at LIMIT ?) RETURNING {CALL_COLUMNS}",
                 (owner, now + lease_seconds, now, now, now, limit),
             ).fetchall()
@@ -231,9 +235,9 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
                 (analysis_id, now, now, session_id),
             )
             conn.execute(
-                "UPDATE calls SET state = 'processing', next_at = CASE WHEN webhook_seen THEN ? ELSE ? END,"
+                f"UPDATE calls SET state = {sql_value(CallState.PROCESSING)}, next_at = CASE WHEN webhook_seen THEN ? ELSE ? END,"
                 " reason = NULL, lease_owner = NULL, lease_until = NULL"
-                " WHERE session_id = ? AND state IN ('received', 'starting')",
+                f" WHERE session_id = ? AND state IN {sql_in(*TO_START)}",
                 (now, first_poll_at, session_id),
             )
             _remember(conn, session_id, now)
@@ -252,7 +256,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
         await self._run(
             lambda conn: conn.execute(
                 f"UPDATE calls SET next_at = ?, reason = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
-                f" WHERE session_id = ? AND state IN ({_states(TO_START)})",
+                f" WHERE session_id = ? AND state IN {sql_in(*TO_START)}",
                 (next_at, reason, now, session_id),
             )
         )
@@ -260,8 +264,8 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
     async def skip_call(self, session_id: str, reason: str, now: float) -> None:
         await self._run(
             lambda conn: conn.execute(
-                f"UPDATE calls SET state = 'skipped', reason = ?, finished_at = ?, lease_owner = NULL,"
-                f" lease_until = NULL, updated_at = ? WHERE session_id = ? AND state IN ({_states(TO_START)})",
+                f"UPDATE calls SET state = {sql_value(CallState.SKIPPED)}, reason = ?, finished_at = ?, lease_owner = NULL,"
+                f" lease_until = NULL, updated_at = ? WHERE session_id = ? AND state IN {sql_in(*TO_START)}",
                 (reason, now, now, session_id),
             )
         )
@@ -277,7 +281,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
         def op(conn: sqlite3.Connection) -> list[CallRecord]:
             rows = conn.execute(
                 f"UPDATE calls SET lease_owner = ?, lease_until = ?, polls = polls + 1 WHERE session_id IN"
-                f" (SELECT session_id FROM calls WHERE state IN ({_states(IN_FLIGHT)}) AND next_at <= ?"
+                f" (SELECT session_id FROM calls WHERE state IN {sql_in(*IN_FLIGHT)} AND next_at <= ?"
                 f" AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?) RETURNING {CALL_COLUMNS}",
                 (owner, now + lease_seconds, now, now, limit),
             ).fetchall()
@@ -289,8 +293,8 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
         await self._run(
             lambda conn: conn.execute(
                 f"UPDATE calls SET next_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?,"
-                f" state = CASE WHEN ? AND state = 'processing' THEN 'stale' ELSE state END"
-                f" WHERE session_id = ? AND state IN ({_states(IN_FLIGHT)})",
+                f" state = CASE WHEN ? AND state = {sql_value(CallState.PROCESSING)} THEN {sql_value(CallState.STALE)} ELSE state END"
+                f" WHERE session_id = ? AND state IN {sql_in(*IN_FLIGHT)}",
                 (next_at, now, int(stale), session_id),
             )
         )
@@ -304,7 +308,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
             rows = conn.execute(
                 f"UPDATE deliveries SET lease_owner = ?, lease_until = ?, first_attempt_at ="
                 f" coalesce(first_attempt_at, ?) WHERE id IN (SELECT id FROM deliveries WHERE handler = ?"
-                f" AND state = 'pending' AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                f" AND state = {sql_value(DeliveryState.PENDING)} AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
                 f" ORDER BY next_at LIMIT ?) RETURNING {DELIVERY_COLUMNS}",
                 (owner, now + lease_seconds, now, handler, now, now, limit),
             ).fetchall()
@@ -339,8 +343,8 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
     async def mark_delivered(self, delivery_id: str, now: float) -> None:
         def op(conn: sqlite3.Connection) -> None:
             row = conn.execute(
-                "UPDATE deliveries SET state = 'delivered', delivered_at = ?, attempts = attempts + 1,"
-                " last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending'"
+                f"UPDATE deliveries SET state = {sql_value(DeliveryState.DELIVERED)}, delivered_at = ?, attempts = attempts + 1,"
+                f" last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = {sql_value(DeliveryState.PENDING)}"
                 " RETURNING session_id",
                 (now, delivery_id),
             ).fetchone()
@@ -353,7 +357,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
         await self._run(
             lambda conn: conn.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_at = ?, lease_owner = NULL,"
-                " lease_until = NULL WHERE id = ? AND state = 'pending'",
+                f" lease_until = NULL WHERE id = ? AND state = {sql_value(DeliveryState.PENDING)}",
                 (error, next_at, delivery_id),
             )
         )
@@ -361,8 +365,8 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
     async def dead_letter(self, delivery_id: str, error: str, now: float) -> None:
         def op(conn: sqlite3.Connection) -> None:
             row = conn.execute(
-                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = ?, dead_at = ?,"
-                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending' RETURNING session_id",
+                f"UPDATE deliveries SET state = {sql_value(DeliveryState.DEAD)}, attempts = attempts + 1, last_error = ?, dead_at = ?,"
+                f" lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = {sql_value(DeliveryState.PENDING)} RETURNING session_id",
                 (error, now, delivery_id),
             ).fetchone()
             if row is not None:  # retention reads the call's updated_at
@@ -374,7 +378,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
         await self._run(
             lambda conn: conn.execute(
                 "UPDATE deliveries SET next_at = ?, lease_owner = NULL, lease_until = NULL"
-                " WHERE id = ? AND state = 'pending'",
+                f" WHERE id = ? AND state = {sql_value(DeliveryState.PENDING)}",
                 (next_at, delivery_id),
             )
         )
@@ -417,7 +421,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
 
         def op(conn: sqlite3.Connection) -> int:
             sessions = conn.execute(
-                f"UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?, dead_at = NULL,"
+                f"UPDATE deliveries SET state = {sql_value(DeliveryState.PENDING)}, attempts = 0, next_at = ?, dead_at = NULL,"
                 f" first_attempt_at = NULL, replays = replays + 1 WHERE {where} RETURNING session_id",
                 (now, *params),
             ).fetchall()
@@ -436,10 +440,10 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
             for stage, states, column in (
                 ("start", TO_START, "received_at"),
                 ("analysis", IN_FLIGHT, "coalesce(started_at, received_at)"),
-                (None, (CallState.COMPLETED, CallState.FAILED), "finished_at"),
+                (None, ANALYSED, "finished_at"),
             ):
                 rows = conn.execute(
-                    f"SELECT state, count(*), min({column}) FROM calls WHERE state IN ({_states(states)})"
+                    f"SELECT state, count(*), min({column}) FROM calls WHERE state IN {sql_in(*states)}"
                     " GROUP BY state"
                 ).fetchall()
                 by_state |= {r[0]: r[1] for r in rows}
@@ -448,20 +452,20 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
                     first = min((r[2] for r in rows if r[2] is not None), default=None)
                     oldest[stage] = max(0.0, now - first) if first is not None else 0.0
             row = conn.execute(
-                "SELECT count(*), min(created_at) FROM deliveries WHERE state = 'pending'"
+                f"SELECT count(*), min(created_at) FROM deliveries WHERE state = {sql_value(DeliveryState.PENDING)}"
             ).fetchone()
             backlog["delivery"] = row[0]
             oldest["delivery"] = max(0.0, now - row[1]) if row[1] is not None else 0.0
             dead = {
                 r[0]: r[1]
                 for r in conn.execute(
-                    "SELECT handler, count(*) FROM deliveries WHERE state = 'dead' GROUP BY handler"
+                    f"SELECT handler, count(*) FROM deliveries WHERE state = {sql_value(DeliveryState.DEAD)} GROUP BY handler"
                 )
             }
             orphaned = {
                 r[0]: r[1]
                 for r in conn.execute(
-                    "SELECT handler, count(*) FROM deliveries WHERE state = 'orphaned' GROUP BY handler"
+                    f"SELECT handler, count(*) FROM deliveries WHERE state = {sql_value(DeliveryState.ORPHANED)} GROUP BY handler"
                 )
             }
             return Stats(
@@ -479,8 +483,8 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
             ).rowcount
             calls = conn.execute(
                 f"DELETE FROM calls WHERE session_id IN (SELECT session_id FROM calls WHERE updated_at < ?"
-                f" AND state IN ({_states(PRUNABLE)}) AND NOT EXISTS (SELECT 1 FROM deliveries d"
-                f" WHERE d.session_id = calls.session_id AND d.state IN ({_states(UNDELIVERED)})) LIMIT ?)",
+                f" AND state IN {sql_in(*PRUNABLE)} AND NOT EXISTS (SELECT 1 FROM deliveries d"
+                f" WHERE d.session_id = calls.session_id AND d.state IN {sql_in(*UNDELIVERED)}) LIMIT ?)",
                 (calls_before, batch),
             ).rowcount
             return int(events), int(calls)
@@ -581,7 +585,7 @@ def _finish(conn: sqlite3.Connection, result: AnalysisResult, router: Router, no
     status = "completed" if result.state is CallState.COMPLETED else "failed"
     conn.executemany(
         "INSERT INTO deliveries (id, session_id, handler, status, state, created_at, next_at)"
-        " VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
+        f" VALUES (?, ?, ?, ?, {sql_value(DeliveryState.PENDING)}, ?, ?) ON CONFLICT DO NOTHING",
         [(delivery_id(session_id, handler), session_id, handler, status, now, now) for handler in handlers],
     )
     return Finished(session_id=session_id, via=via, started_at=row["started_at"], deliveries=len(handlers))
@@ -589,15 +593,15 @@ def _finish(conn: sqlite3.Connection, result: AnalysisResult, router: Router, no
 
 def _maybe_delivered(conn: sqlite3.Connection, session_id: str, now: float) -> None:
     conn.execute(
-        "UPDATE calls SET state = 'delivered', delivered_at = ?, updated_at = ? WHERE session_id = ?"
-        " AND state IN ('completed', 'failed') AND NOT EXISTS (SELECT 1 FROM deliveries"
-        " WHERE session_id = ? AND state != 'delivered')",
+        f"UPDATE calls SET state = {sql_value(CallState.DELIVERED)}, delivered_at = ?, updated_at = ? WHERE session_id = ?"
+        f" AND state IN {sql_in(*ANALYSED)} AND NOT EXISTS (SELECT 1 FROM deliveries"
+        f" WHERE session_id = ? AND state != {sql_value(DeliveryState.DELIVERED)})",
         (now, now, session_id, session_id),
     )
 
 
 def _dead_filter(handler: str | None, session_id: str | None, since: float | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = ["state = 'dead'"]
+    clauses: list[str] = [f"state = {sql_value(DeliveryState.DEAD)}"]
     params: list[Any] = []
     if handler is not None:
         clauses.append("handler = ?")

@@ -8,12 +8,13 @@ from receiver.lifecycle import (
     FINISHED,
     REOPENINGS,
     CallState,
+    DeliveryState,
     allowed_sources,
     analysis_status,
     can_transition,
     is_forward,
-    sql,
     sql_in,
+    sql_value,
 )
 
 S = CallState
@@ -83,7 +84,7 @@ def test_forward_moves_never_go_back_in_the_order_of_the_diagram() -> None:
 
 
 def test_states_are_spelled_for_sql_from_the_enum() -> None:
-    assert sql(S.STALE) == "'stale'"
+    assert sql_value(S.STALE) == "'stale'"
     assert sql_in(S.RECEIVED, S.STARTING) == "('received', 'starting')"
 
 
@@ -112,3 +113,17 @@ def test_allowed_sources_is_the_inverse_of_the_table() -> None:
 )
 def test_both_documented_status_vocabularies(raw: str | None, state: CallState | None) -> None:
     assert analysis_status(raw) == state
+
+
+def test_no_store_module_spells_a_state_by_hand() -> None:
+    """The SQL of both stores takes its states from this module (``sql_value``/``sql_in``)."""
+    import re
+    from pathlib import Path
+
+    import receiver.store
+
+    names = {s.value for s in CallState} | {s.value for s in DeliveryState}
+    literal = re.compile("'(" + "|".join(sorted(names)) + ")'")
+    folder = Path(receiver.store.__file__).parent
+    found = {p.name: literal.findall(p.read_text()) for p in sorted(folder.glob("*.py"))}
+    assert {name: hits for name, hits in found.items() if hits} == {}
