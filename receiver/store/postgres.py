@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -56,9 +55,6 @@ from receiver.store.postgres_outbox import PostgresOutboxMixin
 from receiver.store.postgres_schema import PostgresSchemaMixin, migrations
 from receiver.store.postgres_state import PostgresStateMixin
 from receiver.store.rows import call_record, include_json
-
-log = logging.getLogger("receiver")
-
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,

@@ -6,7 +6,7 @@ from receiver import lifecycle
 from receiver.lifecycle import ANALYSED, CallState, DeliveryState, sql_in, sql_value
 from receiver.store.postgres_sql import MARK_STARTED, TO_START
 
-OPERABLE = "(" + ", ".join(f"'{state.value}'" for state in lifecycle.OPERABLE) + ")"
+OPERABLE = sql_in(*lifecycle.OPERABLE)
 
 _REMEMBER_FROM = """
 INSERT INTO analysed_sessions (session_id, analysis_key, analysis_id, analysed_at)

@@ -14,8 +14,8 @@ from receiver.store.keys import delivery_id
 
 T = TypeVar("T")
 
-_TO_START = ", ".join(f"'{state.value}'" for state in TO_START)
-_OPERABLE = ", ".join(f"'{state.value}'" for state in OPERABLE)
+_TO_START = sql_in(*TO_START)
+_OPERABLE = sql_in(*OPERABLE)
 
 
 def remember(conn: sqlite3.Connection, session_id: str, now: float) -> None:
@@ -45,7 +45,7 @@ def _maybe_delivered(conn: sqlite3.Connection, sessions: set[str], now: float) -
 def _operable(conn: sqlite3.Connection, ids: Sequence[str]) -> list[sqlite3.Row]:
     marks = ",".join("?" * len(ids))
     return conn.execute(
-        f"SELECT id, session_id, handler, status, created_at, replays FROM deliveries WHERE id IN ({marks}) AND state IN ({_OPERABLE})",
+        f"SELECT id, session_id, handler, status, created_at, replays FROM deliveries WHERE id IN ({marks}) AND state IN {_OPERABLE}",
         list(ids),
     ).fetchall()
 
@@ -61,7 +61,7 @@ class SQLiteStateMixin:
         def op(conn: sqlite3.Connection) -> bool:
             changed = conn.execute(
                 f"UPDATE calls SET lease_until = ? WHERE session_id = ? AND lease_owner = ?"
-                f" AND state IN ({_TO_START})",
+                f" AND state IN {_TO_START}",
                 (until, session_id, owner),
             ).rowcount
             return bool(changed)
