@@ -97,9 +97,26 @@ UNDELIVERED = (DeliveryState.PENDING, DeliveryState.DEAD, DeliveryState.ORPHANED
 OPERABLE = (DeliveryState.DEAD, DeliveryState.ORPHANED)
 
 
+_D = DeliveryState
+#: Delivery moves: a pending delivery settles; an operator (or the handler coming back) makes a
+#: settled one pending again. Deliveries are created ``pending``; discarding deletes them.
+_DELIVERY_MOVES: dict[DeliveryState, frozenset[DeliveryState]] = {
+    _D.PENDING: frozenset({_D.DELIVERED, _D.DEAD, _D.ORPHANED}),
+    _D.DELIVERED: frozenset({_D.PENDING}),  # replay
+    _D.DEAD: frozenset({_D.PENDING}),  # replay, or moved back to its handler
+    _D.ORPHANED: frozenset({_D.PENDING}),  # its handler is configured again, or moved
+    _D.FILTERED: frozenset({_D.PENDING}),  # replay
+}
+
+
 def can_transition(current: CallState, target: CallState) -> bool:
     """True when a store may move a call from ``current`` to ``target`` (forward, or a reopening)."""
     return target in _ALLOWED[current]
+
+
+def can_transition_delivery(current: DeliveryState, target: DeliveryState) -> bool:
+    """True when a store may move a delivery from ``current`` to ``target``."""
+    return target in _DELIVERY_MOVES[current]
 
 
 def is_forward(current: CallState, target: CallState) -> bool:

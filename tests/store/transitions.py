@@ -2,7 +2,8 @@
 
 Around every Store method it reads each call's state straight from the database (its own connection,
 not the store's code), and after the method asserts that each call that changed state made a move
-``receiver.lifecycle.can_transition`` allows, and that each new call began in an ``INITIAL`` state.
+``receiver.lifecycle.can_transition`` allows (each delivery: ``can_transition_delivery``), and that
+each new call began in an ``INITIAL`` state (each new delivery: ``pending``).
 """
 
 from __future__ import annotations
@@ -14,41 +15,62 @@ from typing import Any, cast
 
 import asyncpg
 
-from receiver.lifecycle import INITIAL, CallState, can_transition
+from receiver.lifecycle import INITIAL, CallState, DeliveryState, can_transition, can_transition_delivery
 from receiver.store import Store
 
 States = dict[str, CallState]
+Deliveries = dict[str, DeliveryState]
+Snapshot = tuple[States, Deliveries]
 
 
 class StateReader:
-    """Reads ``{session_id: state}`` of every call, from SQLite (a path) or PostgreSQL (a URL)."""
+    """Reads the state of every call and delivery, from SQLite (a path) or PostgreSQL (a URL)."""
 
     def __init__(self, url: str) -> None:
         self._url = url
 
-    async def read(self) -> States:
+    async def read(self) -> Snapshot:
+        calls_sql, deliveries_sql = "SELECT session_id, state FROM calls", "SELECT id, state FROM deliveries"
         if self._url.startswith("sqlite:///"):
             conn = sqlite3.connect(self._url.removeprefix("sqlite:///"))
             try:
-                rows = conn.execute("SELECT session_id, state FROM calls").fetchall()
+                calls = conn.execute(calls_sql).fetchall()
+                deliveries = conn.execute(deliveries_sql).fetchall()
             finally:
                 conn.close()
         else:
             pg = await asyncpg.connect(self._url)
             try:
-                rows = [tuple(r) for r in await pg.fetch("SELECT session_id, state FROM calls")]
+                calls = [tuple(r) for r in await pg.fetch(calls_sql)]
+                deliveries = [tuple(r) for r in await pg.fetch(deliveries_sql)]
             finally:
                 await pg.close()
-        return {session: CallState(state) for session, state in rows}
+        return (
+            {session: CallState(state) for session, state in calls},
+            {ident: DeliveryState(state) for ident, state in deliveries},
+        )
 
 
-def check(method: str, before: States, after: States) -> None:
-    for session, state in after.items():
-        old = before.get(session)
+def check(method: str, before: Snapshot, after: Snapshot) -> int:
+    """Asserts every change from ``before`` to ``after``; returns how many there were."""
+    moves = 0
+    for session, state in after[0].items():
+        old = before[0].get(session)
         if old is None:
-            assert state in INITIAL, f"{method} created {session} in {state}"
+            assert state in INITIAL, f"{method} created call {session} in {state}"
         elif old != state:
-            assert can_transition(old, state), f"{method} moved {session} {old} -> {state}"
+            assert can_transition(old, state), f"{method} moved call {session} {old} -> {state}"
+            moves += 1
+    for ident, dstate in after[1].items():
+        dold = before[1].get(ident)
+        if dold is None:
+            assert dstate is DeliveryState.PENDING, f"{method} created delivery {ident} in {dstate}"
+        elif dold != dstate:
+            assert can_transition_delivery(dold, dstate), (
+                f"{method} moved delivery {ident} {dold} -> {dstate}"
+            )
+            moves += 1
+    return moves
 
 
 class Watched:
@@ -69,8 +91,7 @@ class Watched:
             before = await self._reader.read()
             result = await cast(Callable[..., Awaitable[Any]], target)(*args, **kwargs)
             after = await self._reader.read()
-            check(name, before, after)
-            self.moves += sum(1 for s, state in after.items() if before.get(s) != state)
+            self.moves += check(name, before, after)
             return result
 
         return watched

@@ -12,6 +12,7 @@ from receiver.lifecycle import (
     allowed_sources,
     analysis_status,
     can_transition,
+    can_transition_delivery,
     is_forward,
     sql_in,
     sql_value,
@@ -127,3 +128,20 @@ def test_no_store_module_spells_a_state_by_hand() -> None:
     folder = Path(receiver.store.__file__).parent
     found = {p.name: literal.findall(p.read_text()) for p in sorted(folder.glob("*.py"))}
     assert {name: hits for name, hits in found.items() if hits} == {}
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "allowed"),
+    [
+        (DeliveryState.PENDING, DeliveryState.DELIVERED, True),
+        (DeliveryState.PENDING, DeliveryState.DEAD, True),
+        (DeliveryState.PENDING, DeliveryState.ORPHANED, True),
+        (DeliveryState.DEAD, DeliveryState.PENDING, True),
+        (DeliveryState.DELIVERED, DeliveryState.PENDING, True),
+        (DeliveryState.DEAD, DeliveryState.DELIVERED, False),
+        (DeliveryState.ORPHANED, DeliveryState.DEAD, False),
+        (DeliveryState.DELIVERED, DeliveryState.DEAD, False),
+    ],
+)
+def test_delivery_moves(current: DeliveryState, target: DeliveryState, allowed: bool) -> None:
+    assert can_transition_delivery(current, target) is allowed
