@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from receiver.lifecycle import (
+    ACTIVE,
     FINISHED,
     REOPENINGS,
     CallState,
@@ -145,3 +146,15 @@ def test_no_store_module_spells_a_state_by_hand() -> None:
 )
 def test_delivery_moves(current: DeliveryState, target: DeliveryState, allowed: bool) -> None:
     assert can_transition_delivery(current, target) is allowed
+
+
+def test_active_states_are_every_state_but_the_terminal_ones_in_order() -> None:
+    """``receiver_calls{state}`` exports these; dashboards name them."""
+    assert tuple(s.value for s in ACTIVE) == (
+        "received",
+        "starting",
+        "processing",
+        "stale",
+        "completed",
+        "failed",
+    )
