@@ -17,13 +17,14 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from receiver import lifecycle
 from receiver.pacing import RateLimit
 from receiver.store import Stats
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _LONG = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 STAGES = ("start", "analysis", "delivery")
-ACTIVE_STATES = ("received", "starting", "processing", "stale", "completed", "failed")
+ACTIVE_STATES = tuple(state.value for state in lifecycle.ACTIVE)
 
 
 class Metrics:

@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from receiver.lifecycle import CallState, sql_value
 from receiver.store.carrier_port import (
     Applied,
     CarrierEvent,
@@ -44,37 +45,37 @@ MATCH = f"""
 UPDATE carrier_events SET session_id = $1, matched_at = $2 WHERE session_id IS NULL AND carrier_call_id = $3
 RETURNING {_COLUMNS}
 """
-OTHER_LEG_LIVE = """
-SELECT 1 FROM carrier_events o WHERE o.session_id = $1 AND o.carrier_call_id != $2 AND o.kind = 'live'
+OTHER_LEG_LIVE = f"""
+SELECT 1 FROM carrier_events o WHERE o.session_id = $1 AND o.carrier_call_id != $2 AND o.kind = {sql_value(LegKind.LIVE)}
 AND NOT EXISTS (SELECT 1 FROM carrier_events e WHERE e.session_id = o.session_id
-                AND e.carrier_call_id = o.carrier_call_id AND e.kind != 'live') LIMIT 1
+                AND e.carrier_call_id = o.carrier_call_id AND e.kind != {sql_value(LegKind.LIVE)}) LIMIT 1
 """
 LOCK_CALL = "SELECT state FROM calls WHERE session_id = $1 FOR UPDATE"
-INSERT_SKIPPED = """
+INSERT_SKIPPED = f"""
 INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, reason, received_at, finished_at,
                    next_at, updated_at)
-VALUES ($1, 'skipped', $2::jsonb, false, $3, $4, $5, $5, $5, $5) ON CONFLICT DO NOTHING RETURNING 1
+VALUES ($1, {sql_value(CallState.SKIPPED)}, $2::jsonb, false, $3, $4, $5, $5, $5, $5) ON CONFLICT DO NOTHING RETURNING 1
 """
 # A session analysed before (its call row may be pruned since) is never created again.
-INSERT_RECEIVED = """
+INSERT_RECEIVED = f"""
 INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at, next_at, updated_at,
                    analysis_profile, analysis_include)
-SELECT $1, 'received', $2::jsonb, $3, $4, $5, $6, $5, $7, $8
+SELECT $1, {sql_value(CallState.RECEIVED)}, $2::jsonb, $3, $4, $5, $6, $5, $7, $8
 WHERE NOT EXISTS (SELECT 1 FROM analysed_sessions WHERE session_id = $1)
 ON CONFLICT DO NOTHING RETURNING 1
 """
 CALL_EXISTS = "SELECT 1 FROM calls WHERE session_id = $1"
 # A carrier skip is provisional (see carriers_sqlite._REVIVE).
-REVIVE = """
-UPDATE calls SET state = 'received', reason = NULL, finished_at = NULL, call_json = $2::jsonb, end_session = $3,
+REVIVE = f"""
+UPDATE calls SET state = {sql_value(CallState.RECEIVED)}, reason = NULL, finished_at = NULL, call_json = $2::jsonb, end_session = $3,
     next_at = $4, updated_at = $5
-WHERE session_id = $1 AND state = 'skipped' AND analysis_id IS NULL
-  AND EXISTS (SELECT 1 FROM carrier_events WHERE session_id = $1 AND kind = 'skipped')
+WHERE session_id = $1 AND state = {sql_value(CallState.SKIPPED)} AND analysis_id IS NULL
+  AND EXISTS (SELECT 1 FROM carrier_events WHERE session_id = $1 AND kind = {sql_value(LegKind.SKIPPED)})
 RETURNING 1
 """
-MERGE_CALL = """
+MERGE_CALL = f"""
 UPDATE calls SET call_json = receiver_merge_patch(call_json, $2::jsonb), end_session = end_session OR $3,
-    next_at = CASE WHEN state = 'received' AND lease_owner IS NULL THEN $4 ELSE next_at END, updated_at = $5
+    next_at = CASE WHEN state = {sql_value(CallState.RECEIVED)} AND lease_owner IS NULL THEN $4 ELSE next_at END, updated_at = $5
 WHERE session_id = $1
 """
 

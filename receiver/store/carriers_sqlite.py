@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from receiver.lifecycle import CallState, sql_value
 from receiver.store.carrier_port import (
     Applied,
     CarrierEvent,
@@ -24,18 +25,18 @@ _COLUMNS = (
 )
 # Another leg of the session was seen live and has not ended (or been skipped) yet.
 _OTHER_LEG_LIVE = (
-    "SELECT 1 FROM carrier_events o WHERE o.session_id = ? AND o.carrier_call_id != ? AND o.kind = 'live'"
+    f"SELECT 1 FROM carrier_events o WHERE o.session_id = ? AND o.carrier_call_id != ? AND o.kind = {sql_value(LegKind.LIVE)}"
     " AND NOT EXISTS (SELECT 1 FROM carrier_events e WHERE e.session_id = o.session_id"
-    " AND e.carrier_call_id = o.carrier_call_id AND e.kind != 'live') LIMIT 1"
+    f" AND e.carrier_call_id = o.carrier_call_id AND e.kind != {sql_value(LegKind.LIVE)}) LIMIT 1"
 )
 
 
 # A carrier skip is provisional: when another leg of the session ends after connecting (a busy
 # transfer target, then the caller's leg), the call the skip recorded is started after all.
 _REVIVE = (
-    "UPDATE calls SET state = 'received', reason = NULL, finished_at = NULL, call_json = ?, end_session = ?,"
-    " next_at = ?, updated_at = ? WHERE session_id = ? AND state = 'skipped' AND analysis_id IS NULL"
-    " AND EXISTS (SELECT 1 FROM carrier_events WHERE session_id = ? AND kind = 'skipped')"
+    f"UPDATE calls SET state = {sql_value(CallState.RECEIVED)}, reason = NULL, finished_at = NULL, call_json = ?, end_session = ?,"
+    f" next_at = ?, updated_at = ? WHERE session_id = ? AND state = {sql_value(CallState.SKIPPED)} AND analysis_id IS NULL"
+    f" AND EXISTS (SELECT 1 FROM carrier_events WHERE session_id = ? AND kind = {sql_value(LegKind.SKIPPED)})"
 )
 
 
@@ -154,7 +155,7 @@ def _apply(
             return CarrierOutcome.IGNORED
         inserted = conn.execute(
             "INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, reason, received_at,"
-            " finished_at, next_at, updated_at) VALUES (?, 'skipped', ?, 0, ?, ?, ?, ?, ?, ?)"
+            f" finished_at, next_at, updated_at) VALUES (?, {sql_value(CallState.SKIPPED)}, ?, 0, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT DO NOTHING",
             (session_id, fields, plan.analysis_key(session_id), event.reason, now, now, now, now),
         ).rowcount
@@ -164,7 +165,7 @@ def _apply(
     # A session analysed before (its call row may be pruned since) is never created again.
     inserted = conn.execute(
         "INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at, next_at,"
-        " updated_at, analysis_profile, analysis_include) SELECT ?, 'received', ?, ?, ?, ?, ?, ?, ?, ?"
+        f" updated_at, analysis_profile, analysis_include) SELECT ?, {sql_value(CallState.RECEIVED)}, ?, ?, ?, ?, ?, ?, ?, ?"
         " WHERE NOT EXISTS (SELECT 1 FROM analysed_sessions WHERE session_id = ?) ON CONFLICT DO NOTHING",
         (
             session_id,
@@ -188,7 +189,7 @@ def _apply(
         return CarrierOutcome.ACCEPTED
     conn.execute(
         "UPDATE calls SET call_json = json_patch(call_json, ?), end_session = max(end_session, ?),"
-        " next_at = CASE WHEN state = 'received' AND lease_owner IS NULL THEN ? ELSE next_at END,"
+        f" next_at = CASE WHEN state = {sql_value(CallState.RECEIVED)} AND lease_owner IS NULL THEN ? ELSE next_at END,"
         " updated_at = ? WHERE session_id = ?",
         (fields, end_session, due, now, session_id),
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from receiver.lifecycle import FINISHED, CallState, DeliveryState, sql_in, sql_value
 from receiver.store.query import CallQuery, Dialect, call_filter
 
-FINISHED_STATES = "('completed', 'failed', 'delivered')"
+FINISHED_STATES = sql_in(*FINISHED)
 #: Delivery states that replay acts on (pending work is already queued).
-SETTLED = "('delivered', 'dead', 'orphaned', 'filtered')"
+SETTLED = sql_in(DeliveryState.DELIVERED, DeliveryState.DEAD, DeliveryState.ORPHANED, DeliveryState.FILTERED)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def missing_sql(request: ReplayRequest, dialect: Dialect) -> tuple[str, list[Any
     where = call_filter(request.query, dialect, paged=False)
     status = dialect.field("c.analysis_json", "status")
     sql = (
-        f"SELECT c.session_id, h.handler, CASE WHEN {status} = 'failed' THEN 'failed' ELSE 'completed' END"
+        f"SELECT c.session_id, h.handler, CASE WHEN {status} = {sql_value(CallState.FAILED)} THEN {sql_value(CallState.FAILED)} ELSE {sql_value(CallState.COMPLETED)} END"
         f" AS status FROM calls c CROSS JOIN ({_values(request.handlers)}) h"
         f" WHERE {where.sql()} AND c.state IN {FINISHED_STATES} AND NOT EXISTS (SELECT 1 FROM deliveries d"
         " WHERE d.session_id = c.session_id AND d.handler = h.handler)"
@@ -107,7 +108,7 @@ def missing_sql(request: ReplayRequest, dialect: Dialect) -> tuple[str, list[Any
 def requeue_sql(existing: str) -> str:
     """Params: now, replay id, then the ``existing`` query's."""
     return (
-        "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?, last_error = NULL,"
+        f"UPDATE deliveries SET state = {sql_value(DeliveryState.PENDING)}, attempts = 0, next_at = ?, last_error = NULL,"
         " first_attempt_at = NULL, delivered_at = NULL, dead_at = NULL, lease_owner = NULL,"
         f" lease_until = NULL, replays = replays + 1, replay_id = ? WHERE id IN ({existing})"
     )
@@ -115,14 +116,14 @@ def requeue_sql(existing: str) -> str:
 
 INSERT_DELIVERY = (
     "INSERT INTO deliveries (id, session_id, handler, status, state, created_at, next_at, replay_id)"
-    " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING"
+    f" VALUES (?, ?, ?, ?, {sql_value(DeliveryState.PENDING)}, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 
 # A delivered call is open again until its replayed deliveries are done. Params: now, replay id.
 REOPEN_CALLS = (
-    "UPDATE calls SET state = (SELECT CASE WHEN min(d.status) = 'failed' THEN 'failed' ELSE 'completed' END"
+    f"UPDATE calls SET state = (SELECT CASE WHEN min(d.status) = {sql_value(CallState.FAILED)} THEN {sql_value(CallState.FAILED)} ELSE {sql_value(CallState.COMPLETED)} END"
     " FROM deliveries d WHERE d.session_id = calls.session_id), delivered_at = NULL, updated_at = ?"
-    " WHERE state = 'delivered' AND session_id IN (SELECT session_id FROM deliveries WHERE replay_id = ?)"
+    f" WHERE state = {sql_value(CallState.DELIVERED)} AND session_id IN (SELECT session_id FROM deliveries WHERE replay_id = ?)"
 )
 
 RECORD_REPLAY = (
@@ -139,9 +140,7 @@ PAUSE = (
 RESUME = "DELETE FROM handler_pauses WHERE handler = ?"
 PAUSED = "SELECT handler, who, paused_at FROM handler_pauses ORDER BY handler"
 
-PENDING_BY_HANDLER = (
-    "SELECT handler, count(*), min(created_at) FROM deliveries WHERE state = 'pending' GROUP BY handler"
-)
+PENDING_BY_HANDLER = f"SELECT handler, count(*), min(created_at) FROM deliveries WHERE state = {sql_value(DeliveryState.PENDING)} GROUP BY handler"
 
 RECORD_ATTEMPT = (
     "INSERT INTO attempts (session_id, at, kind, handler, outcome, code, reason, next_at)"

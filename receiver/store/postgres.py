@@ -26,26 +26,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import uuid
-import zlib
-from collections.abc import AsyncIterator, Callable
-from importlib import resources
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
+from receiver import lifecycle
 from receiver.lifecycle import CallState
 from receiver.store import (
     Accepted,
     AnalysisResult,
     CallRecord,
-    DeliveryJob,
-    DeliveryRecord,
     Finished,
     NewCall,
     Router,
-    Stats,
     StoreError,
     StoreUnavailable,
 )
@@ -54,16 +49,12 @@ from receiver.store import postgres_state_sql as state_sql
 from receiver.store.carriers_postgres import PostgresCarriers
 from receiver.store.keys import delivery_id
 from receiver.store.pgbatch import AcceptBatcher, Pending
+from receiver.store.postgres_listen import CHANNEL, PostgresListenerMixin
 from receiver.store.postgres_ops import PostgresOperations
+from receiver.store.postgres_outbox import PostgresOutboxMixin
+from receiver.store.postgres_schema import PostgresSchemaMixin, migrations
 from receiver.store.postgres_state import PostgresStateMixin
-from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record, include_json
-
-log = logging.getLogger("receiver")
-
-CHANNEL = "kallglot_receiver"
-#: ``pg_advisory_lock`` key that serialises ``migrate`` across replicas starting together.
-MIGRATION_LOCK = zlib.crc32(b"kallglot-receiver:migrate")
-_MIGRATION_TIMEOUT = 3600.0
+from receiver.store.rows import call_record, include_json
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
@@ -81,35 +72,10 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *_CONNECTION_ERRORS)
 
 
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("receiver.store").joinpath("migrations/postgres")
-    out = [
-        (int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8"))
-        for entry in folder.iterdir()
-        if entry.name.endswith(".sql")
-    ]
-    return sorted(out)
-
-
 def _translate(exc: BaseException) -> StoreError:
     if isinstance(exc, _CONNECTION_ERRORS):
         return StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
     return StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}")
-
-
-def _loads(value: str | None) -> Any:
-    return json.loads(value) if value is not None else None
-
-
-def _dead_filter(
-    handler: str | None, session_id: str | None, since: float | None, first: int
-) -> tuple[str, list[Any]]:
-    clauses, params = ["state = 'dead'"], []
-    for clause, value in (("handler = ", handler), ("session_id = ", session_id), ("dead_at >= ", since)):
-        if value is not None:
-            params.append(value)
-            clauses.append(f"{clause}${first + len(params) - 1}")
-    return " AND ".join(clauses), params
 
 
 if TYPE_CHECKING:
@@ -118,7 +84,14 @@ if TYPE_CHECKING:
     )
 
 
-class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
+class PostgresStore(
+    PostgresOperations,
+    PostgresStateMixin,
+    PostgresOutboxMixin,
+    PostgresSchemaMixin,
+    PostgresListenerMixin,
+    PostgresCarriers,
+):
     """The replicated store (see module docstring).
 
     ``options``: ``min_size``/``max_size`` of the pool (1/10), ``connect_timeout`` (5 s),
@@ -206,33 +179,6 @@ class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
                 await asyncio.wait_for(pool.close(), timeout=10)
             pool.terminate()
 
-    async def migrate(self) -> int:
-        """Apply pending migrations under an advisory lock: replicas starting together queue here."""
-        async with self._conn() as conn:
-            # Waiting for another replica's migrations may outlast command_timeout: wait long.
-            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=_MIGRATION_TIMEOUT)
-            try:
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations"
-                    " (version integer PRIMARY KEY, applied_at double precision NOT NULL)"
-                )
-                done = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-                count = 0
-                for version, sql in _migrations():
-                    if version in done:
-                        continue
-                    async with conn.transaction():
-                        await conn.execute(sql, timeout=_MIGRATION_TIMEOUT)
-                        await conn.execute(
-                            "INSERT INTO schema_migrations VALUES ($1, extract(epoch FROM now()))", version
-                        )
-                    log.info("store.migration_applied", extra={"version": version})
-                    count += 1
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
-        self._migrated = True
-        return count
-
     async def release_stale_leases(self, now: float) -> int:
         """Replicas share the database: a dead replica's leases expire by themselves (never taken)."""
         return 0
@@ -245,61 +191,12 @@ class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
                     if not exists:
                         return False
                     done = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-                    self._migrated = all(version in done for version, _ in _migrations())
+                    self._migrated = all(version in done for version, _ in migrations())
                     return self._migrated
                 await conn.fetchval("SELECT 1")
                 return True
         except (StoreError, TimeoutError):
             return False
-
-    # --- wake-ups -----------------------------------------------------------------------------
-
-    def subscribe(self, callback: Callable[[str], None]) -> None:
-        """LISTEN on a dedicated connection (reconnecting with backoff); other replicas' NOTIFYs
-        call ``callback(kind)``. After a reconnect every kind is woken: notifications sent while
-        we were away are lost, the work they announced is not."""
-        if self._listener is None:
-            self._listener = asyncio.get_running_loop().create_task(
-                self._listen(callback), name="store-listener"
-            )
-
-    async def _listen(self, callback: Callable[[str], None]) -> None:
-        failures = 0
-        while True:
-            conn: asyncpg.Connection[asyncpg.Record] | None = None
-            try:
-                conn = await asyncpg.connect(self._url, timeout=self._connect_timeout)
-                lost = asyncio.Event()
-
-                def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-                    kind, _, token = str(payload).partition(":")
-                    if token != self._token:
-                        callback(kind)
-
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, on_notify)
-                if failures:
-                    log.info("store.listener_reconnected")
-                    for kind in ("start", "poll", "deliver"):
-                        callback(kind)
-                failures = 0
-                while not lost.is_set():
-                    # A silent network loss is only noticed by talking: ping now and then.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), timeout=15.0)
-                    if not lost.is_set():
-                        await conn.fetchval("SELECT 1", timeout=5.0)
-                raise ConnectionError("listener connection lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
-                log.warning("store.listener_down", extra={"error": str(exc), "retry_in": delay})
-                await asyncio.sleep(delay)
-            finally:
-                if conn is not None:
-                    conn.terminate()
 
     # --- inbound ------------------------------------------------------------------------------
 
@@ -411,7 +308,7 @@ class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
     async def skip_call(self, session_id: str, reason: str, now: float) -> None:
         async with self._conn() as conn:
             await conn.execute(
-                "UPDATE calls SET state = 'skipped', reason = $2, finished_at = $3, lease_owner = NULL,"
+                f"UPDATE calls SET state = {lifecycle.sql_value(CallState.SKIPPED)}, reason = $2, finished_at = $3, lease_owner = NULL,"
                 f" lease_until = NULL, updated_at = $3 WHERE session_id = $1 AND state IN {sql.TO_START}",
                 session_id,
                 reason,
@@ -476,126 +373,13 @@ class PostgresStore(PostgresOperations, PostgresStateMixin, PostgresCarriers):
         async with self._conn() as conn:
             await conn.execute(
                 "UPDATE calls SET next_at = $2, lease_owner = NULL, lease_until = NULL, updated_at = $3,"
-                " state = CASE WHEN $4 AND state = 'processing' THEN 'stale' ELSE state END"
+                f" state = CASE WHEN $4 AND state = {lifecycle.sql_value(CallState.PROCESSING)} THEN {lifecycle.sql_value(CallState.STALE)} ELSE state END"
                 f" WHERE session_id = $1 AND state IN {sql.IN_FLIGHT}",
                 session_id,
                 next_at,
                 now,
                 stale,
             )
-
-    # --- delivering ---------------------------------------------------------------------------
-
-    async def claim_deliveries(
-        self, handler: str, limit: int, now: float, lease_seconds: float, owner: str
-    ) -> list[DeliveryJob]:
-        async with self._conn() as conn:
-            rows = await conn.fetch(sql.CLAIM_DELIVERIES, owner, now + lease_seconds, now, handler, limit)
-        jobs = [
-            DeliveryJob(
-                delivery=delivery_record(row),
-                call=json.loads(row["call_json"]),
-                analysis=_loads(row["analysis_json"]) or {},
-                analysis_id=row["call_analysis_id"],
-                call_received_at=row["call_received_at"],
-            )
-            for row in rows
-        ]
-        return sorted(jobs, key=lambda job: job.delivery.next_at)
-
-    async def mark_delivered(self, delivery_id: str, now: float) -> None:
-        async with self._conn() as conn, conn.transaction():
-            await conn.execute(sql.LOCK_CALL_OF_DELIVERY, delivery_id)
-            await conn.execute(sql.MARK_DELIVERED, delivery_id, now)
-
-    async def retry_delivery(self, delivery_id: str, next_at: float, error: str, now: float) -> None:
-        async with self._conn() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, last_error = $2, next_at = $3,"
-                " lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'",
-                delivery_id,
-                error,
-                next_at,
-            )
-
-    async def dead_letter(self, delivery_id: str, error: str, now: float) -> None:
-        async with self._conn() as conn:
-            await conn.execute(state_sql.DEAD_LETTER, delivery_id, error, now)
-
-    async def release_delivery(self, delivery_id: str, next_at: float) -> None:
-        async with self._conn() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET next_at = $2, lease_owner = NULL, lease_until = NULL"
-                " WHERE id = $1 AND state = 'pending'",
-                delivery_id,
-                next_at,
-            )
-
-    # --- admin --------------------------------------------------------------------------------
-
-    async def get_call(self, session_id: str) -> tuple[CallRecord, list[DeliveryRecord]] | None:
-        async with self._conn() as conn:
-            row = await conn.fetchrow(f"SELECT {CALL_COLUMNS} FROM calls WHERE session_id = $1", session_id)
-            if row is None:
-                return None
-            deliveries = await conn.fetch(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE session_id = $1 ORDER BY handler",
-                session_id,
-            )
-        return call_record(row), [delivery_record(d) for d in deliveries]
-
-    async def list_dead_letters(
-        self, handler: str | None, session_id: str | None, since: float | None, limit: int
-    ) -> list[DeliveryRecord]:
-        where, params = _dead_filter(handler, session_id, since, 2)
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where} ORDER BY dead_at LIMIT $1",
-                limit,
-                *params,
-            )
-        return [delivery_record(row) for row in rows]
-
-    async def replay_dead_letters(
-        self, handler: str | None, session_id: str | None, since: float | None, now: float
-    ) -> int:
-        where, params = _dead_filter(handler, session_id, since, 3)
-        async with self._conn() as conn:
-            count = await conn.fetchval(
-                f"WITH r AS (UPDATE deliveries SET state = 'pending', attempts = 0, next_at = $1,"
-                f" dead_at = NULL, first_attempt_at = NULL, replays = replays + 1 WHERE {where}"
-                " RETURNING session_id), t AS (UPDATE calls SET updated_at = $1"
-                " WHERE session_id IN (SELECT session_id FROM r))"
-                f" SELECT count(*), CASE WHEN EXISTS (SELECT 1 FROM r) THEN pg_notify('{CHANNEL}', $2) END"
-                " FROM r",
-                now,
-                self._notify("deliver"),
-                *params,
-            )
-        return int(count or 0)
-
-    async def stats(self, now: float) -> Stats:
-        async with self._conn() as conn:
-            row = await conn.fetchrow(sql.STATS)
-        assert row is not None
-        backlog: dict[str, int] = {}
-        oldest: dict[str, float] = {}
-        for stage in ("start", "analysis", "delivery"):
-            count, first = json.loads(row[stage])
-            backlog[stage] = int(count)
-            oldest[stage] = max(0.0, now - float(first)) if first is not None else 0.0
-        dead = {str(k): int(v) for k, v in json.loads(row["dead"]).items()}
-        by_state = {str(k): int(v) for k, v in json.loads(row["by_state"]).items()}
-        orphaned = {str(k): int(v) for k, v in json.loads(row["orphaned"]).items()}
-        return Stats(
-            backlog=backlog, oldest=oldest, dead_letters=dead, calls_by_state=by_state, orphaned=orphaned
-        )
-
-    async def prune(self, events_before: float, calls_before: float, batch: int) -> tuple[int, int]:
-        async with self._conn() as conn:
-            row = await conn.fetchrow(sql.PRUNE, events_before, calls_before, batch)
-        assert row is not None
-        return int(row["events"]), int(row["calls"])
 
 
 __all__ = ["CHANNEL", "PostgresStore"]

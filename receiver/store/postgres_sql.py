@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 from receiver import lifecycle
+from receiver.lifecycle import CallState, DeliveryState, sql_in, sql_value
 from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS
 
-TO_START = "('received', 'starting')"
-IN_FLIGHT = "('processing', 'stale')"
-PRUNABLE = "('completed', 'failed', 'delivered', 'skipped')"
+TO_START = sql_in(*lifecycle.TO_START)
+IN_FLIGHT = sql_in(*lifecycle.IN_FLIGHT)
+PRUNABLE = sql_in(*lifecycle.PRUNABLE)
 #: Delivery states that keep a call from retention, from ``receiver.lifecycle`` (the one source).
-UNDELIVERED = "(" + ", ".join(f"'{state.value}'" for state in lifecycle.UNDELIVERED) + ")"
+UNDELIVERED = sql_in(*lifecycle.UNDELIVERED)
+ANALYSED = sql_in(*lifecycle.ANALYSED)
 
 # --- SQL, kept as data: $n parameters, one statement per round trip ------------------------------
 
-ACCEPT_CALL = """
+ACCEPT_CALL = f"""
 WITH ev AS (
     INSERT INTO inbound_events (source, event_id, type, session_id, received_at)
     VALUES ($1, $2, $3, $4, $8) ON CONFLICT DO NOTHING RETURNING 1
 ), upsert AS (
     INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at, next_at, updated_at,
                        analysis_profile, analysis_include)
-    SELECT $4, 'received', $5::jsonb, $6, $7, $8, $8, $8, $11, $12 WHERE EXISTS (SELECT 1 FROM ev)
+    SELECT $4, {sql_value(CallState.RECEIVED)}, $5::jsonb, $6, $7, $8, $8, $8, $11, $12 WHERE EXISTS (SELECT 1 FROM ev)
         -- a session analysed before (its call row may be pruned since) is never created again
         AND (NOT EXISTS (SELECT 1 FROM analysed_sessions WHERE session_id = $4)
              OR EXISTS (SELECT 1 FROM calls WHERE session_id = $4))
@@ -46,7 +48,7 @@ WHERE session_id = coalesce($1::text, (SELECT session_id FROM calls WHERE analys
 FOR UPDATE
 """
 
-FINISH = """
+FINISH = f"""
 WITH upd AS (
     UPDATE calls SET state = $2, analysis_id = coalesce(analysis_id, $3), analysis_json = $4::jsonb,
         reason = $5, finished_at = $6, finished_via = $7, delivered_at = $8,
@@ -54,7 +56,7 @@ WITH upd AS (
     WHERE session_id = $1
 ), ins AS (
     INSERT INTO deliveries (id, session_id, handler, status, state, created_at, next_at)
-    SELECT d.id, $1, d.handler, $9, 'pending', $6, $6
+    SELECT d.id, $1, d.handler, $9, {sql_value(DeliveryState.PENDING)}, $6, $6
     FROM unnest($10::text[], $11::text[]) AS d (id, handler)
     ON CONFLICT DO NOTHING
 )
@@ -68,13 +70,13 @@ WITH ev AS (
 ), upd AS (
     UPDATE calls SET webhook_seen = true, next_at = $6, analysis_id = coalesce(analysis_id, $5),
         updated_at = $6,
-        state = CASE WHEN state IN {TO_START} THEN 'processing' ELSE state END,
+        state = CASE WHEN state IN {TO_START} THEN {sql_value(CallState.PROCESSING)} ELSE state END,
         started_at = CASE WHEN state IN {TO_START} THEN coalesce(started_at, $6) ELSE started_at END,
         lease_owner = CASE WHEN state IN {TO_START} THEN NULL ELSE lease_owner END,
         lease_until = CASE WHEN state IN {TO_START} THEN NULL ELSE lease_until END
     WHERE session_id = coalesce($4::text, (SELECT session_id FROM calls WHERE analysis_id = $5 LIMIT 1))
       AND EXISTS (SELECT 1 FROM ev)
-      AND state IN ('received', 'starting', 'processing', 'stale')
+      AND state IN {sql_in(*lifecycle.TO_START, *lifecycle.IN_FLIGHT)}
       AND (analysis_id IS NULL OR analysis_id = $5)
     RETURNING 1
 )
@@ -88,7 +90,7 @@ WITH picked AS MATERIALIZED (
     WHERE state IN {TO_START} AND next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
     ORDER BY next_at LIMIT $4 FOR UPDATE SKIP LOCKED
 )
-UPDATE calls c SET state = 'starting', lease_owner = $1, lease_until = $2, attempts = c.attempts + 1,
+UPDATE calls c SET state = {sql_value(CallState.STARTING)}, lease_owner = $1, lease_until = $2, attempts = c.attempts + 1,
     updated_at = $3
 FROM picked WHERE c.session_id = picked.session_id
 RETURNING {", ".join("c." + col.strip() for col in CALL_COLUMNS.split(","))}
@@ -97,7 +99,7 @@ RETURNING {", ".join("c." + col.strip() for col in CALL_COLUMNS.split(","))}
 MARK_STARTED = f"""
 UPDATE calls SET analysis_id = coalesce(analysis_id, $2), started_at = coalesce(started_at, $4),
     updated_at = $4,
-    state = CASE WHEN state IN {TO_START} THEN 'processing' ELSE state END,
+    state = CASE WHEN state IN {TO_START} THEN {sql_value(CallState.PROCESSING)} ELSE state END,
     next_at = CASE WHEN state NOT IN {TO_START} THEN next_at WHEN webhook_seen THEN $4 ELSE $3 END,
     reason = CASE WHEN state IN {TO_START} THEN NULL ELSE reason END,
     lease_owner = CASE WHEN state IN {TO_START} THEN NULL ELSE lease_owner END,
@@ -119,7 +121,7 @@ RETURNING {", ".join("c." + col.strip() for col in CALL_COLUMNS.split(","))}
 CLAIM_DELIVERIES = f"""
 WITH picked AS MATERIALIZED (
     SELECT id FROM deliveries
-    WHERE handler = $4 AND state = 'pending' AND next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
+    WHERE handler = $4 AND state = {sql_value(DeliveryState.PENDING)} AND next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
     ORDER BY next_at LIMIT $5 FOR UPDATE SKIP LOCKED
 )
 UPDATE deliveries d SET lease_owner = $1, lease_until = $2, first_attempt_at = coalesce(d.first_attempt_at, $3)
@@ -135,16 +137,16 @@ SELECT c.session_id FROM deliveries d JOIN calls c ON c.session_id = d.session_i
 WHERE d.id = $1 FOR UPDATE OF c
 """
 
-MARK_DELIVERED = """
+MARK_DELIVERED = f"""
 WITH d AS (
-    UPDATE deliveries SET state = 'delivered', delivered_at = $2, attempts = attempts + 1,
+    UPDATE deliveries SET state = {sql_value(DeliveryState.DELIVERED)}, delivered_at = $2, attempts = attempts + 1,
         last_error = NULL, lease_owner = NULL, lease_until = NULL
-    WHERE id = $1 AND state = 'pending' RETURNING session_id
+    WHERE id = $1 AND state = {sql_value(DeliveryState.PENDING)} RETURNING session_id
 )
-UPDATE calls SET state = 'delivered', delivered_at = $2, updated_at = $2
-WHERE session_id IN (SELECT session_id FROM d) AND state IN ('completed', 'failed')
+UPDATE calls SET state = {sql_value(CallState.DELIVERED)}, delivered_at = $2, updated_at = $2
+WHERE session_id IN (SELECT session_id FROM d) AND state IN {ANALYSED}
   AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.session_id = calls.session_id
-                  AND x.state <> 'delivered' AND x.id <> $1)
+                  AND x.state <> {sql_value(DeliveryState.DELIVERED)} AND x.id <> $1)
 """
 
 PRUNE = f"""
@@ -168,15 +170,15 @@ SELECT
     (SELECT json_build_array(count(*), min(received_at)) FROM calls WHERE state IN {TO_START}) AS start,
     (SELECT json_build_array(count(*), min(coalesce(started_at, received_at))) FROM calls
         WHERE state IN {IN_FLIGHT}) AS analysis,
-    (SELECT json_build_array(count(*), min(created_at)) FROM deliveries WHERE state = 'pending') AS delivery,
+    (SELECT json_build_array(count(*), min(created_at)) FROM deliveries WHERE state = {sql_value(DeliveryState.PENDING)}) AS delivery,
     (SELECT coalesce(json_object_agg(handler, n), '{{}}') FROM (SELECT handler, count(*) AS n FROM deliveries
-        WHERE state = 'dead' GROUP BY handler) x) AS dead,
+        WHERE state = {sql_value(DeliveryState.DEAD)} GROUP BY handler) x) AS dead,
     (SELECT coalesce(json_object_agg(handler, n), '{{}}') FROM (SELECT handler, count(*) AS n FROM deliveries
-        WHERE state = 'orphaned' GROUP BY handler) o) AS orphaned,
+        WHERE state = {sql_value(DeliveryState.ORPHANED)} GROUP BY handler) o) AS orphaned,
     (SELECT coalesce(json_object_agg(state, n), '{{}}') FROM (
         SELECT state, count(*) AS n FROM calls WHERE state IN {TO_START} GROUP BY state
         UNION ALL SELECT state, count(*) FROM calls WHERE state IN {IN_FLIGHT} GROUP BY state
-        UNION ALL SELECT state, count(*) FROM calls WHERE state IN ('completed', 'failed') GROUP BY state
+        UNION ALL SELECT state, count(*) FROM calls WHERE state IN {ANALYSED} GROUP BY state
     ) y) AS by_state
 """
 
@@ -184,7 +186,7 @@ SELECT
 # One row per request, all distinct in (source, event_id) and in session_id (the batcher defers
 # the others): ON CONFLICT DO UPDATE may not touch one row twice in a statement. Rows are inserted
 # in key order so that two replicas' batches lock in the same order and cannot deadlock.
-ACCEPT_CALLS = """
+ACCEPT_CALLS = f"""
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
                          $7::text[], $8::float8[], $9::text[], $10::text[])
@@ -197,7 +199,7 @@ WITH input AS (
 ), upsert AS (
     INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at, next_at, updated_at,
                        analysis_profile, analysis_include)
-    SELECT i.session_id, 'received', i.call_json::jsonb, i.end_session, i.analysis_key,
+    SELECT i.session_id, {sql_value(CallState.RECEIVED)}, i.call_json::jsonb, i.end_session, i.analysis_key,
            i.received_at, i.received_at, i.received_at, i.profile, i.include
     FROM input i JOIN ev ON ev.source = i.source AND ev.event_id = i.event_id
     -- a session analysed before (its call row may be pruned since) is never created again

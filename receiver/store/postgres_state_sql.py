@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from receiver import lifecycle
+from receiver.lifecycle import ANALYSED, CallState, DeliveryState, sql_in, sql_value
 from receiver.store.postgres_sql import MARK_STARTED, TO_START
 
-OPERABLE = "(" + ", ".join(f"'{state.value}'" for state in lifecycle.OPERABLE) + ")"
+OPERABLE = sql_in(*lifecycle.OPERABLE)
 
 _REMEMBER_FROM = """
 INSERT INTO analysed_sessions (session_id, analysis_key, analysis_id, analysed_at)
@@ -22,11 +23,11 @@ REMEMBER = _REMEMBER_FROM.format(now="$2", source="calls", where="session_id = $
 REMEMBER_BY_ANALYSIS = _REMEMBER_FROM.format(now="$2", source="calls", where="analysis_id = $1")
 
 # Retention reads the call's updated_at: dead-lettering renews it.
-DEAD_LETTER = """
+DEAD_LETTER = f"""
 WITH d AS (
-    UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = $2, dead_at = $3,
+    UPDATE deliveries SET state = {sql_value(DeliveryState.DEAD)}, attempts = attempts + 1, last_error = $2, dead_at = $3,
         lease_owner = NULL, lease_until = NULL
-    WHERE id = $1 AND state = 'pending' RETURNING session_id
+    WHERE id = $1 AND state = {sql_value(DeliveryState.PENDING)} RETURNING session_id
 )
 UPDATE calls SET updated_at = $3 WHERE session_id IN (SELECT session_id FROM d)
 """
@@ -50,13 +51,13 @@ WITH gone AS (
 SELECT count(*) FROM gone
 """
 
-ORPHAN = """
+ORPHAN = f"""
 WITH gone AS (
-    UPDATE deliveries SET state = 'orphaned', lease_owner = NULL, lease_until = NULL
-    WHERE state = 'pending' AND NOT (handler = ANY($1::text[])) RETURNING session_id
+    UPDATE deliveries SET state = {sql_value(DeliveryState.ORPHANED)}, lease_owner = NULL, lease_until = NULL
+    WHERE state = {sql_value(DeliveryState.PENDING)} AND NOT (handler = ANY($1::text[])) RETURNING session_id
 ), back AS (
-    UPDATE deliveries SET state = 'pending', next_at = $2
-    WHERE state = 'orphaned' AND handler = ANY($1::text[]) RETURNING session_id
+    UPDATE deliveries SET state = {sql_value(DeliveryState.PENDING)}, next_at = $2
+    WHERE state = {sql_value(DeliveryState.ORPHANED)} AND handler = ANY($1::text[]) RETURNING session_id
 ), touched AS (
     UPDATE calls SET updated_at = $2
     WHERE session_id IN (SELECT session_id FROM gone UNION SELECT session_id FROM back)
@@ -64,7 +65,7 @@ WITH gone AS (
 SELECT (SELECT count(*) FROM gone) AS gone, (SELECT count(*) FROM back) AS back
 """
 
-ORPHANED_COUNTS = "SELECT handler, count(*) AS n FROM deliveries WHERE state = 'orphaned' GROUP BY handler"
+ORPHANED_COUNTS = f"SELECT handler, count(*) AS n FROM deliveries WHERE state = {sql_value(DeliveryState.ORPHANED)} GROUP BY handler"
 
 LOCK_OPERABLE = f"""
 SELECT d.id, d.session_id, d.handler, d.status, d.created_at, d.replays FROM deliveries d
@@ -75,24 +76,24 @@ ORDER BY d.session_id FOR UPDATE OF c, d
 
 DELETE_DELIVERIES = "DELETE FROM deliveries WHERE id = ANY($1::text[])"
 
-REPEND = """
-UPDATE deliveries SET state = 'pending', attempts = 0, next_at = $2, dead_at = NULL, first_attempt_at = NULL,
+REPEND = f"""
+UPDATE deliveries SET state = {sql_value(DeliveryState.PENDING)}, attempts = 0, next_at = $2, dead_at = NULL, first_attempt_at = NULL,
     replays = replays + 1, lease_owner = NULL, lease_until = NULL
 WHERE id = $1
 """
 
-INSERT_MOVED = """
+INSERT_MOVED = f"""
 INSERT INTO deliveries (id, session_id, handler, status, state, created_at, next_at, replays)
-VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1
+VALUES ($1, $2, $3, $4, {sql_value(DeliveryState.PENDING)}, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1
 """
 
 # The calls touched by an operator action: renewed for retention, and delivered when nothing
 # undelivered is left.
-SETTLE = """
+SETTLE = f"""
 UPDATE calls SET updated_at = $2,
-    state = CASE WHEN state IN ('completed', 'failed') AND NOT EXISTS (SELECT 1 FROM deliveries x
-        WHERE x.session_id = calls.session_id AND x.state <> 'delivered') THEN 'delivered' ELSE state END,
-    delivered_at = CASE WHEN state IN ('completed', 'failed') AND NOT EXISTS (SELECT 1 FROM deliveries x
-        WHERE x.session_id = calls.session_id AND x.state <> 'delivered') THEN $2 ELSE delivered_at END
+    state = CASE WHEN state IN {sql_in(*ANALYSED)} AND NOT EXISTS (SELECT 1 FROM deliveries x
+        WHERE x.session_id = calls.session_id AND x.state <> {sql_value(DeliveryState.DELIVERED)}) THEN {sql_value(CallState.DELIVERED)} ELSE state END,
+    delivered_at = CASE WHEN state IN {sql_in(*ANALYSED)} AND NOT EXISTS (SELECT 1 FROM deliveries x
+        WHERE x.session_id = calls.session_id AND x.state <> {sql_value(DeliveryState.DELIVERED)}) THEN $2 ELSE delivered_at END
 WHERE session_id = ANY($1::text[])
 """

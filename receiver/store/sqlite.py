@@ -7,25 +7,26 @@ commits waiting operations together. SQLite serves one process: several replicas
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from enum import StrEnum
-from importlib import resources
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from receiver.lifecycle import IN_FLIGHT, PRUNABLE, TO_START, UNDELIVERED, CallState
+from receiver.lifecycle import (
+    IN_FLIGHT,
+    TO_START,
+    CallState,
+    DeliveryState,
+    sql_in,
+    sql_value,
+)
 from receiver.store import (
     Accepted,
     AnalysisResult,
     CallRecord,
-    DeliveryJob,
-    DeliveryRecord,
     Finished,
     NewCall,
     Router,
-    Stats,
     StoreError,
     StoreUnavailable,
 )
@@ -33,35 +34,19 @@ from receiver.store.carriers_sqlite import SQLiteCarriers
 from receiver.store.groupcommit import Database
 from receiver.store.keys import delivery_id
 from receiver.store.locks import ServeLock
-from receiver.store.rows import CALL_COLUMNS, DELIVERY_COLUMNS, call_record, delivery_record, include_json
+from receiver.store.rows import CALL_COLUMNS, call_record, include_json
 from receiver.store.sqlite_ops import SQLiteOperations
+from receiver.store.sqlite_outbox import SQLiteOutboxMixin
+from receiver.store.sqlite_schema import is_migrated as _is_migrated
+from receiver.store.sqlite_schema import migrate as _migrate
+from receiver.store.sqlite_schema import release_all_leases as _release_all_leases
 from receiver.store.sqlite_state import SQLiteStateMixin
 from receiver.store.sqlite_state import remember as _remember
-from receiver.store.sqlite_state import touch as _touch
 
 T = TypeVar("T")
 
 
-def _placeholders(values: Sequence[Any]) -> str:
-    return ",".join("?" * len(values))
-
-
-def _states(states: Sequence[StrEnum]) -> str:
-    """States as SQL literals (constants, never input): the planner then matches the partial indexes."""
-    return ", ".join(f"'{state.value}'" for state in states)
-
-
-@functools.cache
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("receiver.store").joinpath("migrations/sqlite")
-    out = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            out.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(out)
-
-
-class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
+class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteCarriers):
     """The embedded store (see module docstring). ``path`` is a file path or ``:memory:``."""
 
     def __init__(self, path: str, *, read_only: bool = False) -> None:
@@ -130,7 +115,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
             inserted = conn.execute(
                 "INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at,"
                 " next_at, updated_at, analysis_profile, analysis_include)"
-                " SELECT ?, 'received', ?, ?, ?, ?, ?, ?, ?, ?"
+                f" SELECT ?, {sql_value(CallState.RECEIVED)}, ?, ?, ?, ?, ?, ?, ?, ?"
                 " WHERE NOT EXISTS (SELECT 1 FROM analysed_sessions WHERE session_id = ?)"
                 " ON CONFLICT DO NOTHING",
                 (
@@ -190,15 +175,15 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
                 return Accepted.IGNORED
             changed = conn.execute(
                 f"UPDATE calls SET webhook_seen = 1, next_at = ?, analysis_id = coalesce(analysis_id, ?),"
-                f" updated_at = ? WHERE session_id = ? AND state IN ({_states(TO_START + IN_FLIGHT)})"
+                f" updated_at = ? WHERE session_id = ? AND state IN {sql_in(*TO_START, *IN_FLIGHT)}"
                 " AND (analysis_id IS NULL OR analysis_id = ?)",
                 (now, analysis_id, now, target, analysis_id),
             ).rowcount
             if changed:
                 # A call still "starting" was accepted by Kallglot: the POST answer is on its way or lost.
                 conn.execute(
-                    "UPDATE calls SET state = 'processing', started_at = coalesce(started_at, ?),"
-                    " lease_owner = NULL, lease_until = NULL WHERE session_id = ? AND state IN ('received', 'starting')",
+                    f"UPDATE calls SET state = {sql_value(CallState.PROCESSING)}, started_at = coalesce(started_at, ?),"
+                    f" lease_owner = NULL, lease_until = NULL WHERE session_id = ? AND state IN {sql_in(*TO_START)}",
                     (now, target),
                 )
                 _remember(conn, target, now)
@@ -213,9 +198,9 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
     ) -> list[CallRecord]:
         def op(conn: sqlite3.Connection) -> list[CallRecord]:
             rows = conn.execute(
-                f"UPDATE calls SET state = 'starting', lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
+                f"UPDATE calls SET state = {sql_value(CallState.STARTING)}, lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
                 f" updated_at = ? WHERE session_id IN (SELECT session_id FROM calls WHERE state IN"
-                f" ({_states(TO_START)}) AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                f" {sql_in(*TO_START)} AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
                 f" ORDER BY next_at LIMIT ?) RETURNING {CALL_COLUMNS}",
                 (owner, now + lease_seconds, now, now, now, limit),
             ).fetchall()
@@ -231,9 +216,9 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
                 (analysis_id, now, now, session_id),
             )
             conn.execute(
-                "UPDATE calls SET state = 'processing', next_at = CASE WHEN webhook_seen THEN ? ELSE ? END,"
+                f"UPDATE calls SET state = {sql_value(CallState.PROCESSING)}, next_at = CASE WHEN webhook_seen THEN ? ELSE ? END,"
                 " reason = NULL, lease_owner = NULL, lease_until = NULL"
-                " WHERE session_id = ? AND state IN ('received', 'starting')",
+                f" WHERE session_id = ? AND state IN {sql_in(*TO_START)}",
                 (now, first_poll_at, session_id),
             )
             _remember(conn, session_id, now)
@@ -252,7 +237,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
         await self._run(
             lambda conn: conn.execute(
                 f"UPDATE calls SET next_at = ?, reason = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
-                f" WHERE session_id = ? AND state IN ({_states(TO_START)})",
+                f" WHERE session_id = ? AND state IN {sql_in(*TO_START)}",
                 (next_at, reason, now, session_id),
             )
         )
@@ -260,8 +245,8 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
     async def skip_call(self, session_id: str, reason: str, now: float) -> None:
         await self._run(
             lambda conn: conn.execute(
-                f"UPDATE calls SET state = 'skipped', reason = ?, finished_at = ?, lease_owner = NULL,"
-                f" lease_until = NULL, updated_at = ? WHERE session_id = ? AND state IN ({_states(TO_START)})",
+                f"UPDATE calls SET state = {sql_value(CallState.SKIPPED)}, reason = ?, finished_at = ?, lease_owner = NULL,"
+                f" lease_until = NULL, updated_at = ? WHERE session_id = ? AND state IN {sql_in(*TO_START)}",
                 (reason, now, now, session_id),
             )
         )
@@ -277,7 +262,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
         def op(conn: sqlite3.Connection) -> list[CallRecord]:
             rows = conn.execute(
                 f"UPDATE calls SET lease_owner = ?, lease_until = ?, polls = polls + 1 WHERE session_id IN"
-                f" (SELECT session_id FROM calls WHERE state IN ({_states(IN_FLIGHT)}) AND next_at <= ?"
+                f" (SELECT session_id FROM calls WHERE state IN {sql_in(*IN_FLIGHT)} AND next_at <= ?"
                 f" AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?) RETURNING {CALL_COLUMNS}",
                 (owner, now + lease_seconds, now, now, limit),
             ).fetchall()
@@ -289,243 +274,14 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteCarriers):
         await self._run(
             lambda conn: conn.execute(
                 f"UPDATE calls SET next_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?,"
-                f" state = CASE WHEN ? AND state = 'processing' THEN 'stale' ELSE state END"
-                f" WHERE session_id = ? AND state IN ({_states(IN_FLIGHT)})",
+                f" state = CASE WHEN ? AND state = {sql_value(CallState.PROCESSING)} THEN {sql_value(CallState.STALE)} ELSE state END"
+                f" WHERE session_id = ? AND state IN {sql_in(*IN_FLIGHT)}",
                 (next_at, now, int(stale), session_id),
             )
         )
 
-    # --- delivering -------------------------------------------------------------------------
-
-    async def claim_deliveries(
-        self, handler: str, limit: int, now: float, lease_seconds: float, owner: str
-    ) -> list[DeliveryJob]:
-        def op(conn: sqlite3.Connection) -> list[DeliveryJob]:
-            rows = conn.execute(
-                f"UPDATE deliveries SET lease_owner = ?, lease_until = ?, first_attempt_at ="
-                f" coalesce(first_attempt_at, ?) WHERE id IN (SELECT id FROM deliveries WHERE handler = ?"
-                f" AND state = 'pending' AND next_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
-                f" ORDER BY next_at LIMIT ?) RETURNING {DELIVERY_COLUMNS}",
-                (owner, now + lease_seconds, now, handler, now, now, limit),
-            ).fetchall()
-            if not rows:
-                return []
-            deliveries = [delivery_record(row) for row in rows]
-            sessions = [d.session_id for d in deliveries]
-            calls = {
-                row["session_id"]: row
-                for row in conn.execute(
-                    "SELECT session_id, call_json, analysis_json, analysis_id, received_at FROM calls"
-                    f" WHERE session_id IN ({_placeholders(sessions)})",
-                    sessions,
-                )
-            }
-            jobs = []
-            for d in sorted(deliveries, key=lambda d: d.next_at):
-                row = calls[d.session_id]
-                jobs.append(
-                    DeliveryJob(
-                        delivery=d,
-                        call=json.loads(row["call_json"]),
-                        analysis=json.loads(row["analysis_json"] or "{}"),
-                        analysis_id=row["analysis_id"],
-                        call_received_at=row["received_at"],
-                    )
-                )
-            return jobs
-
-        return await self._run(op)
-
-    async def mark_delivered(self, delivery_id: str, now: float) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "UPDATE deliveries SET state = 'delivered', delivered_at = ?, attempts = attempts + 1,"
-                " last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending'"
-                " RETURNING session_id",
-                (now, delivery_id),
-            ).fetchone()
-            if row is not None:
-                _maybe_delivered(conn, row["session_id"], now)
-
-        await self._run(op)
-
-    async def retry_delivery(self, delivery_id: str, next_at: float, error: str, now: float) -> None:
-        await self._run(
-            lambda conn: conn.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_at = ?, lease_owner = NULL,"
-                " lease_until = NULL WHERE id = ? AND state = 'pending'",
-                (error, next_at, delivery_id),
-            )
-        )
-
-    async def dead_letter(self, delivery_id: str, error: str, now: float) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = ?, dead_at = ?,"
-                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending' RETURNING session_id",
-                (error, now, delivery_id),
-            ).fetchone()
-            if row is not None:  # retention reads the call's updated_at
-                conn.execute("UPDATE calls SET updated_at = ? WHERE session_id = ?", (now, row[0]))
-
-        await self._run(op)
-
-    async def release_delivery(self, delivery_id: str, next_at: float) -> None:
-        await self._run(
-            lambda conn: conn.execute(
-                "UPDATE deliveries SET next_at = ?, lease_owner = NULL, lease_until = NULL"
-                " WHERE id = ? AND state = 'pending'",
-                (next_at, delivery_id),
-            )
-        )
-
-    # --- admin ------------------------------------------------------------------------------
-
-    async def get_call(self, session_id: str) -> tuple[CallRecord, list[DeliveryRecord]] | None:
-        def op(conn: sqlite3.Connection) -> tuple[CallRecord, list[DeliveryRecord]] | None:
-            row = conn.execute(
-                f"SELECT {CALL_COLUMNS} FROM calls WHERE session_id = ?", (session_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            deliveries = conn.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE session_id = ? ORDER BY handler",
-                (session_id,),
-            ).fetchall()
-            return call_record(row), [delivery_record(d) for d in deliveries]
-
-        return await self._run(op)
-
-    async def list_dead_letters(
-        self, handler: str | None, session_id: str | None, since: float | None, limit: int
-    ) -> list[DeliveryRecord]:
-        where, params = _dead_filter(handler, session_id, since)
-        return await self._run(
-            lambda conn: [
-                delivery_record(row)
-                for row in conn.execute(
-                    f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where} ORDER BY dead_at LIMIT ?",
-                    (*params, limit),
-                )
-            ]
-        )
-
-    async def replay_dead_letters(
-        self, handler: str | None, session_id: str | None, since: float | None, now: float
-    ) -> int:
-        where, params = _dead_filter(handler, session_id, since)
-
-        def op(conn: sqlite3.Connection) -> int:
-            sessions = conn.execute(
-                f"UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?, dead_at = NULL,"
-                f" first_attempt_at = NULL, replays = replays + 1 WHERE {where} RETURNING session_id",
-                (now, *params),
-            ).fetchall()
-            _touch(conn, {row[0] for row in sessions}, now)
-            return len(sessions)
-
-        return await self._run(op)
-
-    async def stats(self, now: float) -> Stats:
-        def op(conn: sqlite3.Connection) -> Stats:
-            backlog: dict[str, int] = {}
-            oldest: dict[str, float] = {}
-            by_state: dict[str, int] = {}
-            # One query per partial index, so that none of them scans the table. Terminal states
-            # (delivered, skipped) are not counted here: their totals are counters.
-            for stage, states, column in (
-                ("start", TO_START, "received_at"),
-                ("analysis", IN_FLIGHT, "coalesce(started_at, received_at)"),
-                (None, (CallState.COMPLETED, CallState.FAILED), "finished_at"),
-            ):
-                rows = conn.execute(
-                    f"SELECT state, count(*), min({column}) FROM calls WHERE state IN ({_states(states)})"
-                    " GROUP BY state"
-                ).fetchall()
-                by_state |= {r[0]: r[1] for r in rows}
-                if stage is not None:
-                    backlog[stage] = sum(r[1] for r in rows)
-                    first = min((r[2] for r in rows if r[2] is not None), default=None)
-                    oldest[stage] = max(0.0, now - first) if first is not None else 0.0
-            row = conn.execute(
-                "SELECT count(*), min(created_at) FROM deliveries WHERE state = 'pending'"
-            ).fetchone()
-            backlog["delivery"] = row[0]
-            oldest["delivery"] = max(0.0, now - row[1]) if row[1] is not None else 0.0
-            dead = {
-                r[0]: r[1]
-                for r in conn.execute(
-                    "SELECT handler, count(*) FROM deliveries WHERE state = 'dead' GROUP BY handler"
-                )
-            }
-            orphaned = {
-                r[0]: r[1]
-                for r in conn.execute(
-                    "SELECT handler, count(*) FROM deliveries WHERE state = 'orphaned' GROUP BY handler"
-                )
-            }
-            return Stats(
-                backlog=backlog, oldest=oldest, dead_letters=dead, calls_by_state=by_state, orphaned=orphaned
-            )
-
-        return await self._run(op)
-
-    async def prune(self, events_before: float, calls_before: float, batch: int) -> tuple[int, int]:
-        def op(conn: sqlite3.Connection) -> tuple[int, int]:
-            events = conn.execute(
-                "DELETE FROM inbound_events WHERE (source, event_id) IN (SELECT source, event_id"
-                " FROM inbound_events WHERE received_at < ? LIMIT ?)",
-                (events_before, batch),
-            ).rowcount
-            calls = conn.execute(
-                f"DELETE FROM calls WHERE session_id IN (SELECT session_id FROM calls WHERE updated_at < ?"
-                f" AND state IN ({_states(PRUNABLE)}) AND NOT EXISTS (SELECT 1 FROM deliveries d"
-                f" WHERE d.session_id = calls.session_id AND d.state IN ({_states(UNDELIVERED)})) LIMIT ?)",
-                (calls_before, batch),
-            ).rowcount
-            return int(events), int(calls)
-
-        return await self._run(op)
-
 
 # --- operations run on the database thread ----------------------------------------------------
-
-
-def _migrate(conn: sqlite3.Connection) -> int:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
-    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-    count = 0
-    for version, sql in _migrations():
-        if version in done:
-            continue
-        for statement in sql.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, strftime('%s', 'now'))", (version,))
-        count += 1
-    return count
-
-
-def _is_migrated(conn: sqlite3.Connection) -> bool:
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
-    if not exists:
-        return False
-    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-    return all(version in done for version, _ in _migrations())
-
-
-def _release_all_leases(conn: sqlite3.Connection) -> int:
-    calls = conn.execute(
-        "UPDATE calls SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL"
-    ).rowcount
-    deliveries = conn.execute(
-        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL"
-    ).rowcount
-    return int(calls) + int(deliveries)
 
 
 def _record_event(
@@ -581,31 +337,7 @@ def _finish(conn: sqlite3.Connection, result: AnalysisResult, router: Router, no
     status = "completed" if result.state is CallState.COMPLETED else "failed"
     conn.executemany(
         "INSERT INTO deliveries (id, session_id, handler, status, state, created_at, next_at)"
-        " VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
+        f" VALUES (?, ?, ?, ?, {sql_value(DeliveryState.PENDING)}, ?, ?) ON CONFLICT DO NOTHING",
         [(delivery_id(session_id, handler), session_id, handler, status, now, now) for handler in handlers],
     )
     return Finished(session_id=session_id, via=via, started_at=row["started_at"], deliveries=len(handlers))
-
-
-def _maybe_delivered(conn: sqlite3.Connection, session_id: str, now: float) -> None:
-    conn.execute(
-        "UPDATE calls SET state = 'delivered', delivered_at = ?, updated_at = ? WHERE session_id = ?"
-        " AND state IN ('completed', 'failed') AND NOT EXISTS (SELECT 1 FROM deliveries"
-        " WHERE session_id = ? AND state != 'delivered')",
-        (now, now, session_id, session_id),
-    )
-
-
-def _dead_filter(handler: str | None, session_id: str | None, since: float | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = ["state = 'dead'"]
-    params: list[Any] = []
-    if handler is not None:
-        clauses.append("handler = ?")
-        params.append(handler)
-    if session_id is not None:
-        clauses.append("session_id = ?")
-        params.append(session_id)
-    if since is not None:
-        clauses.append("dead_at >= ?")
-        params.append(since)
-    return " AND ".join(clauses), params

@@ -8,14 +8,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from receiver.lifecycle import OPERABLE, TO_START
+from receiver.lifecycle import ANALYSED, OPERABLE, TO_START, CallState, DeliveryState, sql_in, sql_value
 from receiver.store import RememberedSession
 from receiver.store.keys import delivery_id
 
 T = TypeVar("T")
 
-_TO_START = ", ".join(f"'{state.value}'" for state in TO_START)
-_OPERABLE = ", ".join(f"'{state.value}'" for state in OPERABLE)
+_TO_START = sql_in(*TO_START)
+_OPERABLE = sql_in(*OPERABLE)
 
 
 def remember(conn: sqlite3.Connection, session_id: str, now: float) -> None:
@@ -35,9 +35,9 @@ def touch(conn: sqlite3.Connection, sessions: set[str], now: float) -> None:
 
 def _maybe_delivered(conn: sqlite3.Connection, sessions: set[str], now: float) -> None:
     conn.executemany(
-        "UPDATE calls SET state = 'delivered', delivered_at = ?, updated_at = ? WHERE session_id = ?"
-        " AND state IN ('completed', 'failed') AND NOT EXISTS (SELECT 1 FROM deliveries"
-        " WHERE session_id = ? AND state != 'delivered')",
+        f"UPDATE calls SET state = {sql_value(CallState.DELIVERED)}, delivered_at = ?, updated_at = ? WHERE session_id = ?"
+        f" AND state IN {sql_in(*ANALYSED)} AND NOT EXISTS (SELECT 1 FROM deliveries"
+        f" WHERE session_id = ? AND state != {sql_value(DeliveryState.DELIVERED)})",
         [(now, now, s, s) for s in sessions],
     )
 
@@ -45,7 +45,7 @@ def _maybe_delivered(conn: sqlite3.Connection, sessions: set[str], now: float) -
 def _operable(conn: sqlite3.Connection, ids: Sequence[str]) -> list[sqlite3.Row]:
     marks = ",".join("?" * len(ids))
     return conn.execute(
-        f"SELECT id, session_id, handler, status, created_at, replays FROM deliveries WHERE id IN ({marks}) AND state IN ({_OPERABLE})",
+        f"SELECT id, session_id, handler, status, created_at, replays FROM deliveries WHERE id IN ({marks}) AND state IN {_OPERABLE}",
         list(ids),
     ).fetchall()
 
@@ -61,7 +61,7 @@ class SQLiteStateMixin:
         def op(conn: sqlite3.Connection) -> bool:
             changed = conn.execute(
                 f"UPDATE calls SET lease_until = ? WHERE session_id = ? AND lease_owner = ?"
-                f" AND state IN ({_TO_START})",
+                f" AND state IN {_TO_START}",
                 (until, session_id, owner),
             ).rowcount
             return bool(changed)
@@ -97,18 +97,18 @@ class SQLiteStateMixin:
 
         def op(conn: sqlite3.Connection) -> dict[str, int]:
             gone = conn.execute(
-                f"UPDATE deliveries SET state = 'orphaned', lease_owner = NULL, lease_until = NULL"
-                f" WHERE state = 'pending' AND handler NOT IN ({marks}) RETURNING session_id",
+                f"UPDATE deliveries SET state = {sql_value(DeliveryState.ORPHANED)}, lease_owner = NULL, lease_until = NULL"
+                f" WHERE state = {sql_value(DeliveryState.PENDING)} AND handler NOT IN ({marks}) RETURNING session_id",
                 names,
             ).fetchall()
             back = conn.execute(
-                f"UPDATE deliveries SET state = 'pending', next_at = ? WHERE state = 'orphaned'"
+                f"UPDATE deliveries SET state = {sql_value(DeliveryState.PENDING)}, next_at = ? WHERE state = {sql_value(DeliveryState.ORPHANED)}"
                 f" AND handler IN ({marks}) RETURNING session_id",
                 (now, *names),
             ).fetchall()
             touch(conn, {row[0] for row in (*gone, *back)}, now)
             rows = conn.execute(
-                "SELECT handler, count(*) FROM deliveries WHERE state = 'orphaned' GROUP BY handler"
+                f"SELECT handler, count(*) FROM deliveries WHERE state = {sql_value(DeliveryState.ORPHANED)} GROUP BY handler"
             ).fetchall()
             return {row[0]: row[1] for row in rows}
 
@@ -136,7 +136,7 @@ class SQLiteStateMixin:
             for row in rows:
                 if row["handler"] == to_handler:
                     changed = conn.execute(
-                        "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?, dead_at = NULL,"
+                        f"UPDATE deliveries SET state = {sql_value(DeliveryState.PENDING)}, attempts = 0, next_at = ?, dead_at = NULL,"
                         " first_attempt_at = NULL, replays = replays + 1, lease_owner = NULL, lease_until = NULL"
                         " WHERE id = ?",
                         (when, row["id"]),
@@ -145,7 +145,7 @@ class SQLiteStateMixin:
                     conn.execute("DELETE FROM deliveries WHERE id = ?", (row["id"],))
                     changed = conn.execute(
                         "INSERT INTO deliveries (id, session_id, handler, status, state, created_at, next_at,"
-                        " replays) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING",
+                        f" replays) VALUES (?, ?, ?, ?, {sql_value(DeliveryState.PENDING)}, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (
                             delivery_id(row["session_id"], to_handler),
                             row["session_id"],

@@ -18,6 +18,7 @@ from tests.pg import (  # noqa: F401
     postgres_template,
     postgres_url,
 )
+from tests.store.transitions import watched
 
 
 @dataclass
@@ -45,13 +46,14 @@ async def backend(database_url: str) -> AsyncIterator[Backend]:
         sqlite = SQLiteStore(database_url.removeprefix("sqlite:///"))
         await sqlite.open()
         await sqlite.migrate()
-        yield Backend("sqlite", sqlite, sqlite)
+        checked = watched(sqlite, database_url)
+        yield Backend("sqlite", checked, checked)
         await sqlite.close()
         return
     first, second = PostgresStore(database_url, max_size=8), PostgresStore(database_url, max_size=8)
     await first.open()
     await second.open()
-    yield Backend("postgres", first, second)
+    yield Backend("postgres", watched(first, database_url), watched(second, database_url))
     await first.close()
     await second.close()
 
