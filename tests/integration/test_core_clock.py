@@ -1,0 +1,172 @@
+"""The pacer, the start gate and the starter loop together, on a virtual clock, on both stores.
+
+``create_app(clock=..., kallglot_transport=..., store=...)`` wires the real receiver; its Kallglot is
+a real sandbox app on the same virtual clock, reached in process (``httpx.ASGITransport``: a seam,
+not a mock). The background loops are stopped right after start-up, so each step of a table is one
+``Starter.run_once()`` at a virtual instant: no wall-clock waits decide anything here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from receiver.app import Runtime, create_app
+from receiver.cli import build_event
+from receiver.lifecycle import CallState
+from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET, Sandbox
+from receiver.signing import sign_kallglot
+from receiver.workers import Starter
+from tests.integration.harness import receiver_settings, sandbox_config
+from tests.sandbox.support import FakeClock
+
+SANDBOX = "http://sandbox.test"
+
+
+@dataclass
+class Core:
+    clock: FakeClock
+    sandbox: Sandbox
+    app: Starlette
+    receiver: httpx.AsyncClient
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    @property
+    def starter(self) -> Starter:
+        starter = self.runtime.loops[0]
+        assert isinstance(starter, Starter)
+        return starter
+
+    async def announce(self, session_id: str) -> None:
+        body = json.dumps(build_event("session.ended", session_id, None, self.clock())).encode()
+        signature = sign_kallglot(DEV_WEBHOOK_SECRET, int(self.clock()), body)
+        response = await self.receiver.post(
+            "/webhooks/kallglot", content=body, headers={"Kallglot-Signature": signature}
+        )
+        assert response.status_code == 200, response.text
+
+    async def step(self) -> int:
+        """One pass of the starter at the current virtual instant; its starts run to their end."""
+        launched = await self.starter.run_once()
+        assert await self.starter.drain(10) == 0, "a start did not finish"
+        return launched
+
+    async def state(self, session_id: str) -> CallState:
+        found = await self.runtime.service.store.get_call(session_id)
+        assert found is not None
+        return found[0].state
+
+
+CoreFactory = Callable[..., Awaitable[Core]]
+
+
+@pytest.fixture
+async def make_core(database: str, tmp_path: Path) -> AsyncIterator[CoreFactory]:
+    started: list[tuple[Any, httpx.AsyncClient]] = []
+    clock = FakeClock(1_790_000_000.0)
+
+    async def make(**knobs: Any) -> Core:
+        sandbox = Sandbox(sandbox_config(**knobs), clock=clock)
+        settings = receiver_settings(
+            SANDBOX,
+            database,
+            "http://127.0.0.1:9",
+            tmp_path,
+            handlers=[{"name": "files", "type": "file", "path": f"{tmp_path}/"}],
+        )
+        app = create_app(
+            settings,
+            clock=clock,
+            kallglot_transport=httpx.ASGITransport(app=sandbox.app),
+            pause_seconds=(15.0, 30.0),
+        )
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        receiver = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://receiver.test")
+        started.append((lifespan, receiver))
+        core = Core(clock, sandbox, app, receiver)
+        core.runtime.stop.set()  # the loops stop: the test runs them, one pass at a time
+        for task in core.runtime.tasks:
+            await task
+        return core
+
+    yield make
+    for lifespan, receiver in started:
+        await receiver.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+async def test_a_429_holds_the_starter_until_retry_after_then_one_start_costs_one_credit(
+    make_core: CoreFactory,
+) -> None:
+    core = await make_core(rate_limit=1, rate_limit_window_seconds=60)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=core.sandbox.app),
+        base_url=SANDBOX,
+        headers={"Authorization": f"Bearer {DEV_API_KEY}"},
+    ) as other_client:  # another client of the organisation spends the window's only request
+        assert (await other_client.get("/v1/sessions/sess_other")).status_code == 200
+    await core.announce("sess_paced")
+    blocked_from = core.clock()
+
+    # (seconds after the 429, what run_once launches, the call's state after the pass)
+    table = [
+        (0.0, 1, CallState.STARTING),  # the first start meets the 429: the call waits for Retry-After
+        (1.0, 0, CallState.STARTING),  # the budget blocks every start until then
+        (59.0, 0, CallState.STARTING),
+        (60.5, 1, CallState.PROCESSING),  # a new window: the start goes, once
+        (120.0, 0, CallState.PROCESSING),  # nothing left to start
+    ]
+    for after, launched, state in table:
+        core.clock.now = blocked_from + after
+        assert (after, await core.step()) == (after, launched)
+        assert (after, await core.state("sess_paced")) == (after, state)
+        if after == 0.0:
+            blocked = core.runtime.service.kallglot.blocked_until()
+            assert blocked_from + 59 <= blocked <= blocked_from + 61
+    stats = core.sandbox.stats()
+    assert (stats["analysis_posts"], stats["credits_charged"]) == (2, 1)
+
+
+async def test_the_gate_probes_once_per_pause_doubles_it_to_its_cap_and_reopens_on_success(
+    make_core: CoreFactory,
+) -> None:
+    core = await make_core(credits=0)
+    await core.announce("sess_gate1")
+    t0 = core.clock()
+    gate = core.runtime.service.gate
+
+    # (seconds from the start, credits to set first, launched, the gate's reason is set after)
+    table: list[tuple[float, int | None, int, bool]] = [
+        (0.0, None, 1, True),  # the 402 pauses starting for 15 s
+        (14.0, None, 0, True),  # paused (a second call arrives now)
+        (15.0, None, 1, True),  # ONE probe of the two due calls; refused: the pause doubles to 30 s
+        (44.0, None, 0, True),
+        (45.0, None, 1, True),  # probe; refused: the pause stays at its 30 s cap
+        (74.0, None, 0, True),
+        (75.0, 5, 1, False),  # the account is topped up: the probe succeeds and the gate opens
+        # the other call goes at once, no pause left (the pacer spaces two requests by 60 s / 100000
+        # even so: on a virtual clock that gap must pass, or the second request would wait forever)
+        (75.001, None, 1, False),
+    ]
+    for at, credits, launched, paused in table:
+        core.clock.now = t0 + at
+        if credits is not None:
+            core.sandbox.update_config({"credits": credits})
+        assert (at, await core.step()) == (at, launched)
+        assert (at, gate.reason is not None) == (at, paused)
+        if at == 14.0:
+            await core.announce("sess_gate2")
+    assert {await core.state("sess_gate1"), await core.state("sess_gate2")} == {CallState.PROCESSING}
+    assert core.sandbox.stats()["credits_charged"] == 2
