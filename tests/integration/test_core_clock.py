@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -23,11 +23,19 @@ from receiver.cli import build_event
 from receiver.lifecycle import CallState
 from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET, Sandbox
 from receiver.signing import sign_kallglot
-from receiver.workers import Starter
-from tests.integration.harness import receiver_settings, sandbox_config
+from receiver.workers import Deliverer, Loop, Poller, Starter
+from tests.integration.harness import (
+    SINK_SECRET,
+    Sink,
+    receiver_settings,
+    sandbox_config,
+    start_server,
+    stop_server,
+)
 from tests.sandbox.support import FakeClock
 
 SANDBOX = "http://sandbox.test"
+LoopT = TypeVar("LoopT", bound=Loop)
 
 
 @dataclass
@@ -44,9 +52,7 @@ class Core:
 
     @property
     def starter(self) -> Starter:
-        starter = self.runtime.loops[0]
-        assert isinstance(starter, Starter)
-        return starter
+        return self.loop(Starter)
 
     async def announce(self, session_id: str) -> None:
         body = json.dumps(build_event("session.ended", session_id, None, self.clock())).encode()
@@ -56,11 +62,18 @@ class Core:
         )
         assert response.status_code == 200, response.text
 
-    async def step(self) -> int:
-        """One pass of the starter at the current virtual instant; its starts run to their end."""
-        launched = await self.starter.run_once()
-        assert await self.starter.drain(10) == 0, "a start did not finish"
+    async def step(self, loop: Loop | None = None) -> int:
+        """One pass of a loop (the starter unless said) at the current virtual instant; what it
+        launched runs to its end."""
+        loop = loop or self.starter
+        launched = await loop.run_once()
+        assert await loop.drain(10) == 0, f"work of the {loop.name} did not finish"
         return launched
+
+    def loop(self, kind: type[LoopT]) -> LoopT:
+        found = [loop for loop in self.runtime.loops if isinstance(loop, kind)]
+        assert len(found) == 1
+        return found[0]
 
     async def state(self, session_id: str) -> CallState:
         found = await self.runtime.service.store.get_call(session_id)
@@ -76,14 +89,11 @@ async def make_core(database: str, tmp_path: Path) -> AsyncIterator[CoreFactory]
     started: list[tuple[Any, httpx.AsyncClient]] = []
     clock = FakeClock(1_790_000_000.0)
 
-    async def make(**knobs: Any) -> Core:
+    async def make(handlers: list[dict[str, Any]] | None = None, **knobs: Any) -> Core:
         sandbox = Sandbox(sandbox_config(**knobs), clock=clock)
+        files = [{"name": "files", "type": "file", "path": f"{tmp_path}/"}]
         settings = receiver_settings(
-            SANDBOX,
-            database,
-            "http://127.0.0.1:9",
-            tmp_path,
-            handlers=[{"name": "files", "type": "file", "path": f"{tmp_path}/"}],
+            SANDBOX, database, "http://127.0.0.1:9", tmp_path, handlers=handlers or files
         )
         app = create_app(
             settings,
@@ -170,3 +180,61 @@ async def test_the_gate_probes_once_per_pause_doubles_it_to_its_cap_and_reopens_
             await core.announce("sess_gate2")
     assert {await core.state("sess_gate1"), await core.state("sess_gate2")} == {CallState.PROCESSING}
     assert core.sandbox.stats()["credits_charged"] == 2
+
+
+async def test_the_circuit_stops_the_deliverer_probes_once_per_opening_and_closes_on_success(
+    make_core: CoreFactory,
+) -> None:
+    sink = Sink(fail_with=500)
+    server, sink_url = await start_server(sink.app())
+    try:
+        core = await make_core(
+            handlers=[
+                {
+                    "name": "sink",
+                    "type": "webhook",
+                    "url": f"{sink_url}/hook",
+                    "secret": SINK_SECRET,
+                    "concurrency": 1,
+                    "retry": {"initial_seconds": 0.05, "max_seconds": 0.2, "horizon_seconds": 300},
+                    "circuit": {"failure_threshold": 3, "open_seconds": 10},
+                }
+            ]
+        )
+        t0 = core.clock()
+        # One call at a time: the pacer spaces requests (60 s / 100000 here), and on a virtual clock
+        # that gap must pass between two of them, or the second would wait forever.
+        for n in range(3):
+            core.clock.now = t0 + n * 0.01
+            await core.announce(f"sess_circuit{n}")
+            assert await core.step() == 1
+        for n in range(3):  # each is due 0.5 s after its start (and the sandbox took 0.05 s)
+            core.clock.now = t0 + 0.505 + n * 0.01
+            assert await core.step(core.loop(Poller)) == 1
+        deliverer, circuit = core.loop(Deliverer), core.loop(Deliverer).circuits["sink"]
+
+        # (seconds from the start, the sink is fixed first, launched, sink attempts so far, open after)
+        table = [
+            (10.0, False, 1, 1, False),
+            (11.0, False, 1, 2, False),
+            (12.0, False, 1, 3, True),  # the third failure in a row opens it until 22
+            (13.0, False, 0, 3, True),  # due deliveries wait: the sink is not hammered
+            (21.9, False, 0, 3, True),
+            (22.0, False, 1, 4, True),  # one probe; it fails: open until 32
+            (31.9, True, 0, 4, True),  # fixed, but nobody knows yet
+            (32.0, False, 1, 5, False),  # the probe succeeds: closed
+            (33.0, False, 1, 6, False),
+            (34.0, False, 1, 7, False),
+            (35.0, False, 0, 7, False),  # all three delivered
+        ]
+        for at, fixed, launched, attempts, is_open in table:
+            core.clock.now = t0 + at
+            if fixed:
+                sink.fail_with = None
+            assert (at, await core.step(deliverer)) == (at, launched)
+            assert (at, sink.attempts, circuit.open_until is not None) == (at, attempts, is_open)
+        assert sorted(sink.ids()) == [f"sess_circuit{n}" for n in range(3)]
+        for n in range(3):
+            assert await core.state(f"sess_circuit{n}") is CallState.DELIVERED
+    finally:
+        await stop_server(server)
