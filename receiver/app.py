@@ -37,10 +37,10 @@ from receiver.service import AnalysisSettings, Service
 from receiver.settings import ConfigError, Settings
 from receiver.slowclients import BodyDeadline
 from receiver.store import Store, StoreError, open_store
+from receiver.version import VERSION
 from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
 
 log = logging.getLogger("receiver")
-VERSION = "0.1.0"
 
 
 @dataclass

@@ -21,6 +21,7 @@ from receiver.commands.operators import add_commands as add_operator_commands
 from receiver.secret_settings import SecretFileError, file_variable_set, secret_from_env
 from receiver.settings import ConfigError, Settings, load_settings
 from receiver.signing import sign_kallglot, sign_standard_webhooks
+from receiver.version import package_version
 
 #: Signs ``/events/call-ended`` in ``serve --sandbox`` unless RECEIVER_INBOUND_SECRETS is set (documented).
 DEV_INBOUND_SECRET = "whsec_" + base64.b64encode(b"kallglot-receiver-sandbox-dev").decode()
@@ -30,15 +31,6 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_ADMIN_PORT = 9090
 DEFAULT_ADMIN_URL = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
 DEFAULT_DELIVERIES = "./data/deliveries.jsonl"
-
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("kallglot-receiver")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def _fail(message: str) -> int:
@@ -88,7 +80,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from receiver import tracing
     from receiver.app import admin_app, create_app
     from receiver.listeners import Address, bind, serve
-    from receiver.metrics import package_version
     from receiver.observability import configure_logging, configure_sentry
 
     sockets: list[Any] = []

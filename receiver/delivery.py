@@ -146,6 +146,3 @@ class HandlerOptions(BaseModel):
         if not value:
             raise ValueError("events must name at least one of: completed, failed")
         return value
-
-
-HandlerFactory = Callable[[HandlerOptions, HandlerContext], Handler]

@@ -63,7 +63,6 @@ class KallglotEvent:
     type: str
     session_id: str | None = None
     analysis_id: str | None = None
-    analysis_status: str | None = None
     #: The analysis object when the event carries a full result; None means "fetch it".
     analysis: dict[str, Any] | None = None
     duration_seconds: float | None = None
@@ -132,7 +131,6 @@ def _analysis_event(event_id: str, event_type: str, data: dict[str, Any]) -> Kal
         type=event_type,
         session_id=session_id,
         analysis_id=analysis_id,
-        analysis_status=status,
         analysis=data if full else None,
         data=data,
     )

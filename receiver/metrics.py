@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +19,7 @@ from prometheus_client.process_collector import ProcessCollector
 from receiver import lifecycle
 from receiver.pacing import RateLimit
 from receiver.store import Stats
+from receiver.version import package_version
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _LONG = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -192,11 +192,3 @@ class Metrics:
         self._orphaned_labels |= set(counts)
         for name in self._orphaned_labels:
             self.orphaned_deliveries.labels(name).set(counts.get(name, 0))
-
-
-def package_version() -> str:
-    """The installed package's version (what `pip show kallglot-receiver` says)."""
-    try:
-        return importlib.metadata.version("kallglot-receiver")
-    except importlib.metadata.PackageNotFoundError:  # running from a plain source tree
-        return "0+unknown"

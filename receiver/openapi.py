@@ -15,11 +15,14 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver.version import VERSION
+
 
 @cache
 def document() -> dict[str, Any]:
     """The parsed OpenAPI document (read once from the package)."""
     loaded: dict[str, Any] = yaml.safe_load(files("receiver").joinpath("openapi.yaml").read_text("utf-8"))
+    loaded["info"]["version"] = VERSION  # the package's, whatever the file says
     return loaded
 
 

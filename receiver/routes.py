@@ -63,9 +63,6 @@ class HttpState:
     draining: bool = False
     show_personal_data: bool = False  # RECEIVER_ADMIN_SHOW_PERSONAL_DATA (operators)
 
-    async def is_ready(self) -> bool:
-        return not self.draining and await self.service.store.ready()
-
 
 def _state(request: Request) -> HttpState:
     state: HttpState = request.app.state.http

@@ -392,7 +392,7 @@ async def test_postgres_stopped_for_ten_seconds_under_load_loses_nothing_and_ans
             while time.monotonic() - stopped_at < 10:
                 for replica in replicas:
                     readiness[(await http.get(f"{replica.url}/readyz")).status_code] += 1
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # deliberate: sample readiness through a 10 s outage
             await asyncio.to_thread(cluster.start)
             await load
 

@@ -37,7 +37,6 @@ def public_key_of(seed_b64: str) -> str:
 
 #: ``RECEIVER_TELNYX_PUBLIC_KEY`` of ``serve --sandbox`` by default.
 DEV_TELNYX_PUBLIC_KEY = public_key_of(DEV_TELNYX_PRIVATE_KEY)
-EVENTS = ("twilio.completed", "telnyx.hangup")
 
 
 def sandbox_defaults() -> dict[str, tuple[str, str]]:

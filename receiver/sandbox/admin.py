@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -12,21 +12,19 @@ from starlette.routing import Route
 
 from . import data, errors
 from .errors import ApiError
-
-if TYPE_CHECKING:
-    from .app import Sandbox
+from .port import SandboxPort
 
 
-def _reply(sandbox: Sandbox, body: dict[str, Any], status: int = 200) -> JSONResponse:
+def _reply(sandbox: SandboxPort, body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(body, status, {"X-Request-ID": sandbox.state.new_id("req_")})
 
 
-def _error(sandbox: Sandbox, exc: ApiError) -> JSONResponse:
+def _error(sandbox: SandboxPort, exc: ApiError) -> JSONResponse:
     request_id = sandbox.state.new_id("req_")
     return JSONResponse(exc.body(request_id), exc.status, {"X-Request-ID": request_id})
 
 
-def routes(sandbox: Sandbox) -> list[Route]:
+def routes(sandbox: SandboxPort) -> list[Route]:
     async def end_call(request: Request) -> JSONResponse:
         session_id = request.path_params["id"]
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -14,9 +14,7 @@ from starlette.routing import Route
 
 from . import data, errors
 from .errors import ApiError
-
-if TYPE_CHECKING:
-    from .app import Sandbox
+from .port import SandboxPort
 
 Result = tuple[int, dict[str, Any]]
 
@@ -42,7 +40,7 @@ class Delay:
             await asyncio.sleep(seconds)
 
 
-Handler = Callable[["Sandbox", Request, Delay], Awaitable[Result]]
+Handler = Callable[[SandboxPort, Request, Delay], Awaitable[Result]]
 
 
 def _api_key(request: Request) -> str | None:
@@ -52,7 +50,7 @@ def _api_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def endpoint(sandbox: Sandbox, name: str, handler: Handler, *, analysis_post: bool = False) -> Any:
+def endpoint(sandbox: SandboxPort, name: str, handler: Handler, *, analysis_post: bool = False) -> Any:
     """Wrap a use case in what every authenticated Kallglot response goes through."""
 
     async def run(request: Request) -> Response:
@@ -99,7 +97,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return payload
 
 
-async def create_analysis(sandbox: Sandbox, request: Request, delay: Delay) -> Result:
+async def create_analysis(sandbox: SandboxPort, request: Request, delay: Delay) -> Result:
     state = sandbox.state
     session_id = request.path_params["id"]
     payload = await _json_body(request)
@@ -133,29 +131,29 @@ async def create_analysis(sandbox: Sandbox, request: Request, delay: Delay) -> R
     return 202, body
 
 
-async def get_analysis(sandbox: Sandbox, request: Request, delay: Delay) -> Result:
+async def get_analysis(sandbox: SandboxPort, request: Request, delay: Delay) -> Result:
     state = sandbox.state
     return 200, state.render(state.analysis(request.path_params["id"]))
 
 
-async def get_session(sandbox: Sandbox, request: Request, delay: Delay) -> Result:
+async def get_session(sandbox: SandboxPort, request: Request, delay: Delay) -> Result:
     session_id = request.path_params["id"]
     return 200, data.session_object(session_id, sandbox.state.session(session_id))
 
 
-async def get_transcript(sandbox: Sandbox, request: Request, delay: Delay) -> Result:
+async def get_transcript(sandbox: SandboxPort, request: Request, delay: Delay) -> Result:
     state, session_id = sandbox.state, request.path_params["id"]
     ended_at = state.session(session_id)
     ready = state.clock() >= state.transcript_ready_at(session_id)
     return 200, data.transcript_object(session_id, ended_at, ready=ready)
 
 
-async def end_session(sandbox: Sandbox, request: Request, delay: Delay) -> Result:
+async def end_session(sandbox: SandboxPort, request: Request, delay: Delay) -> Result:
     session_id = request.path_params["id"]
     return 200, data.end_summary(session_id, sandbox.state.session(session_id))
 
 
-def routes(sandbox: Sandbox) -> list[Route]:
+def routes(sandbox: SandboxPort) -> list[Route]:
     def route(path: str, method: str, handler: Handler, route_name: str, **kw: bool) -> Route:
         run = endpoint(sandbox, f"{method} {path}", handler, **kw)
         return Route(path, run, methods=[method], name=route_name)

@@ -288,8 +288,7 @@ class PostgresStore(
     async def mark_session_ended(self, session_id: str, now: float) -> None:
         async with self._conn() as conn:
             await conn.execute(
-                "UPDATE calls SET session_ended = true, end_session = false, updated_at = $2"
-                " WHERE session_id = $1",
+                "UPDATE calls SET end_session = false, updated_at = $2 WHERE session_id = $1",
                 session_id,
                 now,
             )

@@ -228,7 +228,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
     async def mark_session_ended(self, session_id: str, now: float) -> None:
         await self._run(
             lambda conn: conn.execute(
-                "UPDATE calls SET session_ended = 1, end_session = 0, updated_at = ? WHERE session_id = ?",
+                "UPDATE calls SET end_session = 0, updated_at = ? WHERE session_id = ?",
                 (now, session_id),
             )
         )

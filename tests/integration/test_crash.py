@@ -161,12 +161,14 @@ async def _reached(run: Run, point: str, rng: random.Random) -> None:
     """Wait until the receiver is at ``point`` (or 10 s), then a random jitter."""
     before = _counter(run, point)
     if point == "anywhere":
-        await asyncio.sleep(rng.uniform(0.05, 1.5))
+        await asyncio.sleep(rng.uniform(0.05, 1.5))  # deliberate: a kill at a random moment
         return
     deadline = time.monotonic() + 10
     while _counter(run, point) <= before and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
-    await asyncio.sleep(rng.uniform(0.0, 0.08))
+    await asyncio.sleep(
+        rng.uniform(0.0, 0.08)
+    )  # deliberate jitter: kill just after the point, anywhere in it
 
 
 @pytest.mark.timeout(900)

@@ -109,7 +109,9 @@ async def test_a_late_duplicate_after_delivery_changes_nothing(stack: Stack) -> 
     await stack.call_ended("sess_late1")
 
     assert again.json()["status"] == "merged"
-    await asyncio.sleep(0.3)  # give a wrongly woken starter the chance to misbehave
+    # Deliberate: nothing happens when all is well, so there is no condition to wait for; give a
+    # wrongly woken starter (the duplicate wakes it) a few of its 0.05 s ticks to misbehave.
+    await asyncio.sleep(0.3)
     assert stack.charged("sess_late1") == 1
     assert len(stack.sink.received) == 1
 
@@ -211,7 +213,9 @@ async def test_credits_exhausted_pause_starting_and_it_resumes_by_itself(make_st
     assert text
     assert await stack.state("sess_broke1") == "starting"
 
-    await asyncio.sleep(0.5)  # a few probes while still broke: each is refused, none is charged
+    # a few probes while still broke (the first POST and two probes): each is refused, none is charged
+    await wait_for(lambda: stack.stats()["analysis_posts"] >= 3, timeout=10, what="two probes while broke")
+    assert stack.stats()["credits_charged"] == 0
     assert await stack.state("sess_broke1") == "starting"
     stack.sandbox.update_config({"credits": 10})
 

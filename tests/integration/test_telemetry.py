@@ -17,8 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import tracing
-from receiver.metrics import package_version
 from receiver.observability import JsonFormatter, configure_sentry
+from receiver.version import package_version
 from tests.integration.conftest import StackFactory
 from tests.integration.harness import metric_value, start_server, stop_server, wait_for
 

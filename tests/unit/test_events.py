@@ -51,8 +51,10 @@ def test_analysis_events_say_whether_they_carry_the_result(data: dict[str, Any],
 
 @pytest.mark.parametrize("type_", ["analysis.complete", "analysis.completed", "analysis.failed"])
 def test_every_spelling_of_the_analysis_events_is_recognised(type_: str) -> None:
-    event = parse_kallglot_event(_event(type_, {"id": "anl_1", "session_id": "sess_1"}))
-    assert event.analysis_status == ("failed" if type_ == "analysis.failed" else "completed")
+    result = {"error": {"code": "x"}} if type_ == "analysis.failed" else {"summary": "s"}
+    event = parse_kallglot_event(_event(type_, {"id": "anl_1", "session_id": "sess_1"} | result))
+    # Recognised: parsed as an analysis event, and its status (from the type) says the result is in it.
+    assert (event.analysis_id, event.analysis is not None) == ("anl_1", True)
 
 
 def test_unknown_types_parse_and_carry_their_data() -> None:
