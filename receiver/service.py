@@ -266,7 +266,9 @@ class Service:
         self.gate.resume()
         now = self.clock()
         await self.store.mark_started(sid, started.id, now + self.settings.poll_after_seconds, now)
-        await self._attempt(sid, "start", "started", None, reason=f"analysis {started.id}")
+        await self._attempt(
+            sid, "start", "started", None, reason=f"analysis {started.id}", request_id=started.request_id
+        )
         self.metrics.analyses_started.inc()
         log.info("analysis.started", extra={"session_id": sid, "analysis_id": started.id})
         result = _result(sid, started.id, started.body, "poll")
@@ -283,6 +285,7 @@ class Service:
         handler: str | None = None,
         next_at: float | None = None,
         reason: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         """Keep the attempt in the call's history (operators); losing it never breaks the work."""
         status = getattr(error, "status", None)
@@ -295,6 +298,7 @@ class Service:
             code=status if isinstance(status, int) else None,
             reason=reason or getattr(error, "reason", None),
             next_at=next_at,
+            request_id=request_id or getattr(error, "request_id", None),
         )
         try:
             await self.store.record_attempt(attempt)

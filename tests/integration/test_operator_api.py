@@ -92,6 +92,9 @@ async def test_a_dead_letter_replayed_by_id_is_delivered_without_a_new_analysis(
         for a in (await _get(stack, "/admin/calls/sess_rp1"))["attempts"]
     ]
     assert attempts[0] == ("start", None, "started")
+    # Kallglot's X-Request-ID of the answer that started it (the sandbox sends one on every answer).
+    start = (await _get(stack, "/admin/calls/sess_rp1"))["attempts"][0]
+    assert str(start["kallglot_request_id"]).startswith("req_")
     assert attempts.count(("delivery", "sink", "dead")) == 1
     assert attempts[-1] in {("delivery", "sink", "delivered"), ("delivery", "files", "delivered")}
     assert ("delivery", "sink", "delivered") in attempts
