@@ -140,7 +140,9 @@ async def get_analysis(sandbox: Sandbox, request: Request, delay: Delay) -> Resu
 
 async def get_session(sandbox: Sandbox, request: Request, delay: Delay) -> Result:
     session_id = request.path_params["id"]
-    return 200, data.session_object(session_id, sandbox.state.session(session_id))
+    return 200, data.session_object(
+        session_id, sandbox.state.session(session_id), sandbox.provider(session_id)
+    )
 
 
 async def get_transcript(sandbox: Sandbox, request: Request, delay: Delay) -> Result:
