@@ -97,6 +97,12 @@ class StartedAnalysis:
     request_id: str | None = None  # Kallglot's X-Request-ID of the answer
 
 
+class AnalysisAnswer(dict[str, Any]):
+    """The analysis document of ``GET /analyses/{id}``, with Kallglot's ``X-Request-ID`` beside it."""
+
+    request_id: str | None = None
+
+
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -298,7 +304,9 @@ class KallglotClient:
             if not analysis_id.startswith("ana_"):
                 raise
             response = await self._request("get_analysis", "read", "GET", f"analysis/{path}")
-        return self._json("get_analysis", response)
+        answer = AnalysisAnswer(self._json("get_analysis", response))
+        answer.request_id = response.headers.get("x-request-id")
+        return answer
 
     async def end_session(self, session_id: str, *, idempotency_key: str) -> dict[str, Any]:
         """``POST /sessions/{id}/end`` (idempotent at Kallglot)."""

@@ -388,6 +388,7 @@ class Service:
         try:
             analysis = await self.kallglot.get_analysis(call.analysis_id)
         except NotFound as exc:
+            await self._attempt(sid, "poll", "failed", exc)
             await self._finish(_failure(sid, call.analysis_id, exc.reason))
             return
         except KallglotError as exc:
@@ -397,6 +398,10 @@ class Service:
             return
         result = _result(sid, call.analysis_id, analysis, "poll")
         if result is not None:
+            # The poll (or webhook-requested fetch) that finished the call, with Kallglot's request id.
+            outcome = "completed" if result.state is CallState.COMPLETED else "failed"
+            request_id = getattr(analysis, "request_id", None)
+            await self._attempt(sid, "poll", outcome, None, reason=result.reason, request_id=request_id)
             await self._finish(result)
             return
         started = call.started_at or call.received_at

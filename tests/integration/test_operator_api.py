@@ -171,3 +171,25 @@ async def test_bad_operator_input_is_a_4xx_never_a_500(stack: Stack) -> None:
 
 async def test_starting_can_be_resumed_by_an_operator(stack: Stack) -> None:
     assert await _post(stack, "/admin/starting/resume", {}) == {"starting": "resumed"}
+
+
+async def test_the_kallglot_request_ids_of_the_start_and_of_the_poll_that_finished_are_kept(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(sandbox={"webhook_drop_rate": 1.0})  # no webhook: a poll finishes the call
+    await stack.session_ended("sess_rid2")
+    await stack.wait_state("sess_rid2", "delivered")
+
+    view = await _get(stack, "/admin/calls/sess_rid2")
+
+    assert view["finished_via"] == "poll"
+    kallglot = [
+        (a["kind"], a["outcome"], a["kallglot_request_id"])
+        for a in view["attempts"]
+        if a["kind"] != "delivery"
+    ]
+    assert [(kind, outcome) for kind, outcome, _ in kallglot] == [("start", "started"), ("poll", "completed")]
+    ids = [request_id for _, _, request_id in kallglot]
+    assert all(str(i).startswith("req_") for i in ids), ids
+    assert ids[0] != ids[1]
+    assert all(a["kallglot_request_id"] is None for a in view["attempts"] if a["kind"] == "delivery")
