@@ -193,3 +193,28 @@ async def test_the_kallglot_request_ids_of_the_start_and_of_the_poll_that_finish
     assert all(str(i).startswith("req_") for i in ids), ids
     assert ids[0] != ids[1]
     assert all(a["kallglot_request_id"] is None for a in view["attempts"] if a["kind"] == "delivery")
+
+
+async def test_a_refused_start_keeps_the_request_id_of_kallglots_error_answer(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(sandbox={"error_rate": 1.0})  # every answer a 500 or 503
+    await stack.session_ended("sess_rid3")
+
+    async def retried() -> list[dict[str, Any]]:
+        view = await _get(stack, "/admin/calls/sess_rid3")
+        return [a for a in view["attempts"] if (a["kind"], a["outcome"]) == ("start", "retry")]
+
+    await wait_for(retried, what="a start attempt answered with a 5xx")
+    stack.sandbox.update_config({"error_rate": 0.0})
+    await stack.wait_state("sess_rid3", "delivered")
+
+    attempts = (await _get(stack, "/admin/calls/sess_rid3"))["attempts"]
+    starts = [a for a in attempts if a["kind"] == "start"]
+    assert [a["outcome"] for a in starts][-1] == "started"
+    refused = starts[0]
+    assert refused["outcome"] == "retry"
+    assert refused["code"] in (500, 503)
+    assert str(refused["kallglot_request_id"]).startswith("req_")
+    assert len({a["kallglot_request_id"] for a in starts}) == len(starts)
+    assert stack.charged("sess_rid3") == 1
