@@ -187,6 +187,7 @@ async def call_detail(store: Store, session_id: str, show_personal_data: bool) -
             "code": a.code,
             "reason": a.reason,
             "next_attempt_at": iso(a.next_at),
+            "kallglot_request_id": a.request_id,
         }
         for a in await store.list_attempts(session_id)
     ]

@@ -48,12 +48,15 @@ class KallglotError(Exception):
         status: int | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.operation = operation
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        #: Kallglot's ``X-Request-ID`` of the answer, None when there was no answer.
+        self.request_id = request_id
 
     @property
     def reason(self) -> str:
@@ -91,6 +94,13 @@ class StartedAnalysis:
     id: str
     status: str
     body: dict[str, Any]
+    request_id: str | None = None  # Kallglot's X-Request-ID of the answer
+
+
+class AnalysisAnswer(dict[str, Any]):
+    """The analysis document of ``GET /analyses/{id}``, with Kallglot's ``X-Request-ID`` beside it."""
+
+    request_id: str | None = None
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -210,6 +220,7 @@ class KallglotClient:
             return response
         code, message, body_retry = _error_body(response)
         status = response.status_code
+        request_id = response.headers.get("x-request-id")
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"), now)
             if retry_after is None:
@@ -220,7 +231,9 @@ class KallglotClient:
             retry_after = 30.0 if capped is None else capped
             budget.refused(retry_after, now)
             self.throttle.answered()
-            raise RateLimited(operation, message, status=status, code=code, retry_after=retry_after)
+            raise RateLimited(
+                operation, message, status=status, code=code, retry_after=retry_after, request_id=request_id
+            )
         retry_after = parse_retry_after(response.headers.get("retry-after"), now) or body_retry
         retry_after = _capped(retry_after)
         error: type[KallglotError]
@@ -238,7 +251,9 @@ class KallglotClient:
             error = Retryable
         else:
             error = Rejected
-        raise error(operation, message, status=status, code=code, retry_after=retry_after)
+        raise error(
+            operation, message, status=status, code=code, retry_after=retry_after, request_id=request_id
+        )
 
     @staticmethod
     def _json(operation: str, response: httpx.Response) -> dict[str, Any]:
@@ -273,7 +288,12 @@ class KallglotClient:
             raise Unavailable(
                 "start_analysis", "answered without an analysis id", status=response.status_code
             )
-        return StartedAnalysis(id=analysis_id, status=str(body.get("status") or "processing"), body=body)
+        return StartedAnalysis(
+            id=analysis_id,
+            status=str(body.get("status") or "processing"),
+            body=body,
+            request_id=response.headers.get("x-request-id"),
+        )
 
     async def get_analysis(self, analysis_id: str) -> dict[str, Any]:
         """``GET /analyses/{id}``; ids of the OLD API (``ana_…``) fall back to ``GET /analysis/{id}``."""
@@ -284,7 +304,9 @@ class KallglotClient:
             if not analysis_id.startswith("ana_"):
                 raise
             response = await self._request("get_analysis", "read", "GET", f"analysis/{path}")
-        return self._json("get_analysis", response)
+        answer = AnalysisAnswer(self._json("get_analysis", response))
+        answer.request_id = response.headers.get("x-request-id")
+        return answer
 
     async def end_session(self, session_id: str, *, idempotency_key: str) -> dict[str, Any]:
         """``POST /sessions/{id}/end`` (idempotent at Kallglot)."""

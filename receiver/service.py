@@ -266,7 +266,9 @@ class Service:
         self.gate.resume()
         now = self.clock()
         await self.store.mark_started(sid, started.id, now + self.settings.poll_after_seconds, now)
-        await self._attempt(sid, "start", "started", None, reason=f"analysis {started.id}")
+        await self._attempt(
+            sid, "start", "started", None, reason=f"analysis {started.id}", request_id=started.request_id
+        )
         self.metrics.analyses_started.inc()
         log.info("analysis.started", extra={"session_id": sid, "analysis_id": started.id})
         result = _result(sid, started.id, started.body, "poll")
@@ -283,6 +285,7 @@ class Service:
         handler: str | None = None,
         next_at: float | None = None,
         reason: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         """Keep the attempt in the call's history (operators); losing it never breaks the work."""
         status = getattr(error, "status", None)
@@ -295,6 +298,7 @@ class Service:
             code=status if isinstance(status, int) else None,
             reason=reason or getattr(error, "reason", None),
             next_at=next_at,
+            request_id=request_id or getattr(error, "request_id", None),
         )
         try:
             await self.store.record_attempt(attempt)
@@ -384,6 +388,7 @@ class Service:
         try:
             analysis = await self.kallglot.get_analysis(call.analysis_id)
         except NotFound as exc:
+            await self._attempt(sid, "poll", "failed", exc)
             await self._finish(_failure(sid, call.analysis_id, exc.reason))
             return
         except KallglotError as exc:
@@ -393,6 +398,10 @@ class Service:
             return
         result = _result(sid, call.analysis_id, analysis, "poll")
         if result is not None:
+            # The poll (or webhook-requested fetch) that finished the call, with Kallglot's request id.
+            outcome = "completed" if result.state is CallState.COMPLETED else "failed"
+            request_id = getattr(analysis, "request_id", None)
+            await self._attempt(sid, "poll", outcome, None, reason=result.reason, request_id=request_id)
             await self._finish(result)
             return
         started = call.started_at or call.received_at

@@ -7,6 +7,7 @@ skips them.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -47,6 +48,8 @@ CONTRACT_METRICS = {
     # operational metrics beside the contract's
     "receiver_store_up",
     "receiver_calls",
+    "receiver_orphaned_deliveries",
+    "receiver_carrier_events_unmatched",
     "receiver_http_request_duration_seconds",
     "receiver_build_info",
 }
@@ -343,7 +346,7 @@ def _metric_names(expression: str) -> set[str]:
 
 def test_alerts_use_only_contract_metrics_and_each_has_a_runbook_section() -> None:
     rules = one(render_set("postgresql"), "PrometheusRule")["spec"]["groups"][0]["rules"]
-    assert len(rules) == 11
+    assert len(rules) == 12
     runbook = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     headings = {re.sub(r"[^a-z0-9]", "", h.lower()) for h in re.findall(r"^#+ (.+)$", runbook, flags=re.M)}
     for rule in rules:
@@ -368,6 +371,8 @@ STORE_WIDE = (
     "receiver_oldest_pending_seconds",
     "receiver_dead_letters",
     "receiver_calls",
+    "receiver_orphaned_deliveries",
+    "receiver_carrier_events_unmatched",
 )
 
 
@@ -496,3 +501,100 @@ def test_the_chart_icon_exists_in_the_repository() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+TELEPHONY = (
+    "--set",
+    "secrets.twilioAuthToken=twilio-auth-token-0123456789abcdef",
+    "--set",
+    f"secrets.telnyxPublicKey={base64.b64encode(bytes(range(32))).decode()}",
+    "--set",
+    "secrets.inboundBearerToken=pbx-bearer-token-0123456789abcdef",
+    "--set",
+    "config.publicUrl=https://calls.example.com",
+    "--set",
+    "config.endSession=true",
+    "--set",
+    "config.telnyxEndSession=false",
+    "--set",
+    "config.callSettleSeconds=15",
+    "--set",
+    "config.callEndedMapping.session_id=variables.kallglot_session",
+    "--set",
+    "config.adminShowPersonalData=true",
+)
+
+
+def test_carrier_secrets_reach_the_receiver_as_files_and_the_telnyx_key_as_a_variable() -> None:
+    docs = render(*CREDENTIALS, *TELEPHONY)
+    env = env_of(receiver(docs))
+    mount = "/var/run/secrets/kallglot-receiver"
+    for name in ("RECEIVER_TWILIO_AUTH_TOKEN", "RECEIVER_INBOUND_BEARER_TOKEN"):
+        assert env[f"{name}_FILE"] == f"{mount}/{name}"
+        assert name not in env
+    # A public key: the setting has no _FILE form, so it comes from the Secret as a variable.
+    assert env["RECEIVER_TELNYX_PUBLIC_KEY"] == {
+        "secretKeyRef": {"name": "kallglot-receiver", "key": "RECEIVER_TELNYX_PUBLIC_KEY"}
+    }
+    assert {
+        "RECEIVER_TWILIO_AUTH_TOKEN",
+        "RECEIVER_TELNYX_PUBLIC_KEY",
+        "RECEIVER_INBOUND_BEARER_TOKEN",
+    } <= set(one(docs, "Secret")["data"])
+    configmap = json.dumps(one(docs, "ConfigMap", "kallglot-receiver"))
+    assert "twilio-auth-token" not in configmap
+    assert "pbx-bearer-token" not in configmap
+
+
+def test_carrier_and_operator_settings_land_in_the_config_file() -> None:
+    config = yaml.safe_load(
+        one(render(*CREDENTIALS, *TELEPHONY), "ConfigMap", "kallglot-receiver")["data"]["config.yaml"]
+    )
+    assert config["public_url"] == "https://calls.example.com"
+    assert (config["end_session"], config["telnyx_end_session"]) == (True, False)
+    assert "twilio_end_session" not in config  # null: follows end_session
+    assert config["call_settle_seconds"] == 15
+    assert config["call_ended_mapping"] == {"session_id": "variables.kallglot_session"}
+    assert config["admin_show_personal_data"] is True
+    defaults = yaml.safe_load(one(render(), "ConfigMap", "kallglot-receiver")["data"]["config.yaml"])
+    assert (defaults["end_session"], defaults["admin_show_personal_data"]) == (False, False)
+    assert "public_url" not in defaults
+    assert "call_ended_mapping" not in defaults
+
+
+def test_the_rendered_carrier_settings_pass_the_receivers_own_check_config(tmp_path: Path) -> None:
+    """The pod's environment and files as the chart renders them, read by the receiver itself."""
+    keys = (
+        "--set",
+        "secrets.apiKey=sk_test_0123456789abcdef",
+        "--set",
+        "secrets.webhookSecrets={" + "k" * 32 + "}",
+    )
+    docs = render(*keys, *TELEPHONY)
+    secret = {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret")["data"].items()}
+    (tmp_path / "config.yaml").write_text(
+        one(docs, "ConfigMap", "kallglot-receiver")["data"]["config.yaml"], encoding="utf-8"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    for name, value in env_of(receiver(docs)).items():
+        if isinstance(value, dict):
+            env[name] = secret[value["secretKeyRef"]["key"]]
+        elif name.endswith("_FILE") and name != "RECEIVER_CONFIG_FILE":
+            key = name.removesuffix("_FILE")
+            (tmp_path / key).write_text(secret[key] + "\n", encoding="utf-8")
+            env[name] = str(tmp_path / key)
+        elif name.startswith("RECEIVER_"):
+            env[name] = str(value)
+    env["RECEIVER_CONFIG_FILE"] = str(tmp_path / "config.yaml")
+    env["RECEIVER_DATABASE_URL"] = f"sqlite:///{tmp_path}/receiver.db"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "receiver", "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "twilio-auth-token-0123456789abcdef" not in result.stdout + result.stderr

@@ -63,7 +63,8 @@ def calls_show(args: argparse.Namespace, source: Source) -> int:
         target = f" to {a['handler']}" if a["handler"] else ""
         code = f" HTTP {a['code']}" if a["code"] else ""
         reason = f": {a['reason']}" if a["reason"] else ""
-        print(f"  attempt {a['at']} {a['kind']}{target}: {a['outcome']}{code}{reason}")
+        request = f" [Kallglot request {a['kallglot_request_id']}]" if a.get("kallglot_request_id") else ""
+        print(f"  attempt {a['at']} {a['kind']}{target}: {a['outcome']}{code}{reason}{request}")
     return SUCCESS
 
 

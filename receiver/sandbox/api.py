@@ -138,7 +138,9 @@ async def get_analysis(sandbox: SandboxPort, request: Request, delay: Delay) -> 
 
 async def get_session(sandbox: SandboxPort, request: Request, delay: Delay) -> Result:
     session_id = request.path_params["id"]
-    return 200, data.session_object(session_id, sandbox.state.session(session_id))
+    return 200, data.session_object(
+        session_id, sandbox.state.session(session_id), sandbox.provider(session_id)
+    )
 
 
 async def get_transcript(sandbox: SandboxPort, request: Request, delay: Delay) -> Result:

@@ -144,10 +144,15 @@ class Sandbox:
         kind = "analysis.failed" if status == "failed" else "analysis.complete"
         self.emit(kind, payload, droppable=True)
 
+    def provider(self, session_id: str) -> dict[str, Any] | None:
+        """The carrier leg set for this session through the knobs (``session_providers``), if any."""
+        leg = self.config.session_providers.get(session_id)
+        return None if leg is None else leg.model_dump()
+
     def end_call(self, session_id: str) -> dict[str, Any]:
         """End the session (it already is) and announce ``session.ended``, then ``transcript.ready``."""
         state = self.state
-        session = data.session_object(session_id, state.session(session_id))
+        session = data.session_object(session_id, state.session(session_id), self.provider(session_id))
         transcript = {
             "id": f"trn_{session_id}",
             "object": "transcript",

@@ -50,6 +50,18 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 
+def _session_leg(text: str) -> tuple[str, dict[str, str]]:
+    """``SESSION_ID=twilio:CA…`` / ``SESSION_ID=telnyx:v3:…``: that session's carrier leg."""
+    session_id, _, leg = text.partition("=")
+    carrier, _, call_id = leg.partition(":")
+    keys = {"twilio": "call_sid", "telnyx": "call_control_id"}
+    if not session_id or carrier not in keys or not call_id:
+        raise argparse.ArgumentTypeError(
+            f"expected SESSION_ID=twilio:CALL_SID or SESSION_ID=telnyx:ID, not {text!r}"
+        )
+    return session_id, {"type": carrier, keys[carrier]: call_id}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per knob to ``parser`` (a flag not given keeps the knob's default)."""
     group = parser.add_argument_group("sandbox behaviour")
@@ -65,6 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SESSION_ID",
         help="answer 404 for this session id (repeatable)",
+    )
+    group.add_argument(
+        "--session-call",
+        dest="session_providers",
+        action="append",
+        type=_session_leg,
+        default=None,
+        metavar="SESSION_ID=CARRIER:CALL_ID",
+        help="the session's carrier leg, named by its provider object, e.g. sess_x=twilio:CA… (repeatable)",
     )
     group.add_argument(
         "--organization-inactive",
@@ -87,4 +108,6 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     fields = [dest for _, dest, _, _ in _FLAGS]
     fields += ["result_shape", "missing_sessions", "organization_active", "webhook_include_result"]
     given = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+    if getattr(args, "session_providers", None):
+        given["session_providers"] = dict(args.session_providers)
     return SandboxConfig.model_validate(given)

@@ -17,6 +17,19 @@ def _fraction() -> Any:
     return Field(default=0.0, ge=0.0, le=1.0)
 
 
+class SessionProvider(BaseModel):
+    """A session's carrier leg as Kallglot's session object names it (the ``provider`` object of the
+    documented OLD shape, ``{type, phone_number, status, call_sid}``; Telnyx legs carry ``call_control_id``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["twilio", "telnyx", "sip"] = "twilio"
+    call_sid: str | None = Field(default=None, min_length=1, max_length=200)
+    call_control_id: str | None = Field(default=None, min_length=1, max_length=200)
+    phone_number: str | None = Field(default=None, max_length=32)
+    status: str = Field(default="completed", max_length=32)
+
+
 class SandboxConfig(BaseModel):
     """Everything that makes the sandbox behave like a good or a bad day at Kallglot."""
 
@@ -49,6 +62,9 @@ class SandboxConfig(BaseModel):
     """Kallglot waits 30 s for a 2xx; tests may shorten it."""
     result_shape: Literal["new", "old"] = "new"
     missing_sessions: list[str] = Field(default_factory=list)
+    session_providers: dict[str, SessionProvider] = Field(default_factory=dict)
+    """Session id -> its carrier leg: ``GET /v1/sessions/{id}`` and ``session.ended`` then carry a
+    ``provider`` object with the carrier's call id instead of the plain ``"twilio"`` string."""
     seed: int | None = None
 
     @field_validator("webhook_url")

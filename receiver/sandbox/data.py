@@ -64,15 +64,22 @@ def facts(session_id: str) -> Facts:
     )
 
 
-def session_object(session_id: str, ended_at: float) -> dict[str, Any]:
+def session_object(
+    session_id: str, ended_at: float, provider: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The session; ``provider`` (the carrier leg, when one is set for it) replaces the plain string."""
     f = facts(session_id)
     started_at = ended_at - f.duration
+    leg: Any = "twilio"
+    if provider is not None:
+        leg = {k: v for k, v in provider.items() if v is not None}
+        leg.setdefault("phone_number", f.phone_number)
     return {
         "id": session_id,
         "object": "session",
         "status": "ended",
         "mode": "bidirectional_translation",
-        "provider": "twilio",
+        "provider": leg,
         "phone_number": f.phone_number,
         "source_language": "de",
         "target_language": "en",

@@ -51,6 +51,7 @@ class Attempt:
     code: int | None = None  # the answer's HTTP status, where there was one
     reason: str | None = None
     next_at: float | None = None
+    request_id: str | None = None  # Kallglot's X-Request-ID of the answer (start attempts)
 
 
 @dataclass(frozen=True)
@@ -143,14 +144,14 @@ PAUSED = "SELECT handler, who, paused_at FROM handler_pauses ORDER BY handler"
 PENDING_BY_HANDLER = f"SELECT handler, count(*), min(created_at) FROM deliveries WHERE state = {sql_value(DeliveryState.PENDING)} GROUP BY handler"
 
 RECORD_ATTEMPT = (
-    "INSERT INTO attempts (session_id, at, kind, handler, outcome, code, reason, next_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO attempts (session_id, at, kind, handler, outcome, code, reason, next_at, request_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 LIST_ATTEMPTS = (
-    "SELECT session_id, at, kind, outcome, handler, code, reason, next_at FROM attempts"
+    "SELECT session_id, at, kind, outcome, handler, code, reason, next_at, request_id FROM attempts"
     " WHERE session_id = ? ORDER BY at, kind"
 )
 
 
 def attempt_params(a: Attempt) -> tuple[object, ...]:
-    return (a.session_id, a.at, a.kind, a.handler, a.outcome, a.code, a.reason, a.next_at)
+    return (a.session_id, a.at, a.kind, a.handler, a.outcome, a.code, a.reason, a.next_at, a.request_id)

@@ -114,7 +114,7 @@ class PostgresOperations:
 
     async def record_attempt(self, attempt: Attempt) -> None:
         sql = (
-            f"{ops.RECORD_ATTEMPT.split(' VALUES')[0]} SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+            f"{ops.RECORD_ATTEMPT.split(' VALUES')[0]} SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
             " WHERE EXISTS (SELECT 1 FROM calls WHERE session_id = ?)"
         )
         async with self._conn() as conn:

@@ -94,7 +94,7 @@ class SQLiteOperations:
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"{ops.RECORD_ATTEMPT.split(' VALUES')[0]} SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+                f"{ops.RECORD_ATTEMPT.split(' VALUES')[0]} SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
                 " WHERE EXISTS (SELECT 1 FROM calls WHERE session_id = ?)",
                 (*ops.attempt_params(attempt), attempt.session_id),
             )

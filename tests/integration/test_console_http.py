@@ -80,3 +80,21 @@ async def test_every_post_needs_the_sessions_csrf_token(stack: Stack) -> None:
         f"{stack.admin_url}/admin/handlers", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
     assert {h["name"]: h["paused"] for h in listing.json()["data"]} == {"files": False, "sink": True}
+
+
+async def test_the_call_page_shows_kallglots_request_id_of_each_start_attempt(stack: Stack) -> None:
+    await stack.call_ended("sess_rid1")
+    await stack.wait_state("sess_rid1", "delivered")
+    view = (
+        await stack.http.get(
+            f"{stack.admin_url}/admin/calls/sess_rid1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+    ).json()
+    request_id = view["attempts"][0]["kallglot_request_id"]
+    assert str(request_id).startswith("req_")
+    async with httpx.AsyncClient() as client:
+        await _login(stack, client)
+        page = await client.get(f"{stack.admin_url}{BASE}/calls/sess_rid1")
+    assert page.status_code == 200
+    assert "Kallglot request id" in page.text
+    assert f'<td class="mono">{request_id}</td>' in page.text

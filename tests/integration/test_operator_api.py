@@ -92,6 +92,9 @@ async def test_a_dead_letter_replayed_by_id_is_delivered_without_a_new_analysis(
         for a in (await _get(stack, "/admin/calls/sess_rp1"))["attempts"]
     ]
     assert attempts[0] == ("start", None, "started")
+    # Kallglot's X-Request-ID of the answer that started it (the sandbox sends one on every answer).
+    start = (await _get(stack, "/admin/calls/sess_rp1"))["attempts"][0]
+    assert str(start["kallglot_request_id"]).startswith("req_")
     assert attempts.count(("delivery", "sink", "dead")) == 1
     assert attempts[-1] in {("delivery", "sink", "delivered"), ("delivery", "files", "delivered")}
     assert ("delivery", "sink", "delivered") in attempts
@@ -168,3 +171,50 @@ async def test_bad_operator_input_is_a_4xx_never_a_500(stack: Stack) -> None:
 
 async def test_starting_can_be_resumed_by_an_operator(stack: Stack) -> None:
     assert await _post(stack, "/admin/starting/resume", {}) == {"starting": "resumed"}
+
+
+async def test_the_kallglot_request_ids_of_the_start_and_of_the_poll_that_finished_are_kept(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(sandbox={"webhook_drop_rate": 1.0})  # no webhook: a poll finishes the call
+    await stack.session_ended("sess_rid2")
+    await stack.wait_state("sess_rid2", "delivered")
+
+    view = await _get(stack, "/admin/calls/sess_rid2")
+
+    assert view["finished_via"] == "poll"
+    kallglot = [
+        (a["kind"], a["outcome"], a["kallglot_request_id"])
+        for a in view["attempts"]
+        if a["kind"] != "delivery"
+    ]
+    assert [(kind, outcome) for kind, outcome, _ in kallglot] == [("start", "started"), ("poll", "completed")]
+    ids = [request_id for _, _, request_id in kallglot]
+    assert all(str(i).startswith("req_") for i in ids), ids
+    assert ids[0] != ids[1]
+    assert all(a["kallglot_request_id"] is None for a in view["attempts"] if a["kind"] == "delivery")
+
+
+async def test_a_refused_start_keeps_the_request_id_of_kallglots_error_answer(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(sandbox={"error_rate": 1.0})  # every answer a 500 or 503
+    await stack.session_ended("sess_rid3")
+
+    async def retried() -> list[dict[str, Any]]:
+        view = await _get(stack, "/admin/calls/sess_rid3")
+        return [a for a in view["attempts"] if (a["kind"], a["outcome"]) == ("start", "retry")]
+
+    await wait_for(retried, what="a start attempt answered with a 5xx")
+    stack.sandbox.update_config({"error_rate": 0.0})
+    await stack.wait_state("sess_rid3", "delivered")
+
+    attempts = (await _get(stack, "/admin/calls/sess_rid3"))["attempts"]
+    starts = [a for a in attempts if a["kind"] == "start"]
+    assert [a["outcome"] for a in starts][-1] == "started"
+    refused = starts[0]
+    assert refused["outcome"] == "retry"
+    assert refused["code"] in (500, 503)
+    assert str(refused["kallglot_request_id"]).startswith("req_")
+    assert len({a["kallglot_request_id"] for a in starts}) == len(starts)
+    assert stack.charged("sess_rid3") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -83,6 +84,7 @@ async def test_commands_over_the_admin_url_read_replay_and_pause(stack: Stack) -
     assert json.loads(listed.stdout)["data"][0]["session_id"] == "sess_url1"
     assert shown.returncode == 0
     assert "delivery sink: dead" in shown.stdout
+    assert re.search(r"start: started: analysis \S+ \[Kallglot request req_\w+\]", shown.stdout), shown.stdout
     assert (missing.returncode, missing.stderr.count("\n")) == (1, 1)
     assert [d["handler"] for d in json.loads(dead.stdout)] == ["sink"]
     assert no_filter.returncode == 2

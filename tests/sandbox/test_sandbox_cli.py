@@ -59,3 +59,19 @@ def test_flags_set_their_knobs() -> None:
 def test_an_out_of_range_value_is_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="error_rate"):
         parse("--error-rate=1.5")
+
+
+def test_session_call_gives_a_session_its_carrier_leg() -> None:
+    config = parse("--session-call=sess_a=twilio:CA0123", "--session-call=sess_b=telnyx:v3:abc")
+    assert {k: v.model_dump(exclude_none=True) for k, v in config.session_providers.items()} == {
+        "sess_a": {"type": "twilio", "call_sid": "CA0123", "status": "completed"},
+        "sess_b": {"type": "telnyx", "call_control_id": "v3:abc", "status": "completed"},
+    }
+
+
+@pytest.mark.parametrize("bad", ["sess_a", "sess_a=fax:1", "sess_a=twilio:", "=twilio:CA1"])
+def test_a_malformed_session_call_is_a_usage_error(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse(f"--session-call={bad}")
+    assert exit_.value.code == 2
+    assert "SESSION_ID=twilio:CALL_SID" in capsys.readouterr().err

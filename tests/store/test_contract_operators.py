@@ -209,11 +209,13 @@ async def test_attempts_are_kept_per_call_in_order_and_go_with_the_call(store: S
 
     await new(store, "sess_1")
     await store.record_attempt(Attempt("sess_1", T + 2, "delivery", "retry", "a", 503, "HTTP 503", T + 10))
-    await store.record_attempt(Attempt("sess_1", T + 1, "start", "started", reason="analysis anl_1"))
+    await store.record_attempt(
+        Attempt("sess_1", T + 1, "start", "started", reason="analysis anl_1", request_id="req_01HX")
+    )
     await store.record_attempt(Attempt("sess_gone", T, "start", "retry"))  # no such call: not kept
     attempts = await store.list_attempts("sess_1")
-    assert [(a.kind, a.outcome, a.code, a.next_at) for a in attempts] == [
-        ("start", "started", None, None),
-        ("delivery", "retry", 503, T + 10),
+    assert [(a.kind, a.outcome, a.code, a.next_at, a.request_id) for a in attempts] == [
+        ("start", "started", None, None, "req_01HX"),
+        ("delivery", "retry", 503, T + 10, None),
     ]
     assert await store.list_attempts("sess_gone") == []

@@ -85,6 +85,16 @@ SENTRY_DSN: {{ $s.sentryDsn | b64enc | quote }}
 {{- if and (include "kallglot-receiver.isPostgres" .) .Values.database.postgresql.url }}
 RECEIVER_DATABASE_URL: {{ .Values.database.postgresql.url | b64enc | quote }}
 {{- end }}
+{{- /* telephony presets (docs/telephony.md) */}}
+{{- if $s.twilioAuthToken }}
+RECEIVER_TWILIO_AUTH_TOKEN: {{ $s.twilioAuthToken | b64enc | quote }}
+{{- end }}
+{{- if $s.telnyxPublicKey }}
+RECEIVER_TELNYX_PUBLIC_KEY: {{ $s.telnyxPublicKey | b64enc | quote }}
+{{- end }}
+{{- if $s.inboundBearerToken }}
+RECEIVER_INBOUND_BEARER_TOKEN: {{ $s.inboundBearerToken | b64enc | quote }}
+{{- end }}
 {{- range $name, $value := $s.handlerCredentials }}
 {{ $name }}: {{ $value | toString | b64enc | quote }}
 {{- end }}
@@ -113,6 +123,23 @@ start_probe_max_seconds: {{ $c.startProbeMaxSeconds }}
 {{- with $c.sentryEnvironment }}
 sentry_environment: {{ . | quote }}
 {{- end }}
+{{- /* telephony presets and operators */}}
+{{- with $c.publicUrl }}
+public_url: {{ . | quote }}
+{{- end }}
+end_session: {{ $c.endSession }}
+{{- if not (kindIs "invalid" $c.twilioEndSession) }}
+twilio_end_session: {{ $c.twilioEndSession }}
+{{- end }}
+{{- if not (kindIs "invalid" $c.telnyxEndSession) }}
+telnyx_end_session: {{ $c.telnyxEndSession }}
+{{- end }}
+call_settle_seconds: {{ $c.callSettleSeconds }}
+{{- with $c.callEndedMapping }}
+call_ended_mapping:
+{{ toYaml . | indent 2 }}
+{{- end }}
+admin_show_personal_data: {{ $c.adminShowPersonalData }}
 handlers:
 {{- if .Values.handlers }}
 {{ toYaml .Values.handlers | indent 2 }}
@@ -170,6 +197,8 @@ handlers:
 {{- if $s.adminToken }}{{ $keys = append $keys "RECEIVER_ADMIN_TOKEN" }}{{ end -}}
 {{- if $s.sentryDsn }}{{ $keys = append $keys "SENTRY_DSN" }}{{ end -}}
 {{- if and (include "kallglot-receiver.isPostgres" .) .Values.database.postgresql.url }}{{ $keys = append $keys "RECEIVER_DATABASE_URL" }}{{ end -}}
+{{- if $s.twilioAuthToken }}{{ $keys = append $keys "RECEIVER_TWILIO_AUTH_TOKEN" }}{{ end -}}
+{{- if $s.inboundBearerToken }}{{ $keys = append $keys "RECEIVER_INBOUND_BEARER_TOKEN" }}{{ end -}}
 {{- end -}}
 {{- join "," $keys -}}
 {{- end }}
@@ -186,6 +215,10 @@ handlers:
 {{- end }}
 {{- end }}
 {{- $envKeys := ternary $s.existingSecretEnvKeys (keys $s.handlerCredentials | sortAlpha) (not (empty $s.existingSecret)) }}
+{{- if and (not $s.existingSecret) $s.telnyxPublicKey }}
+{{- /* a public key: the setting has no _FILE form, so it is a variable read from the Secret */}}
+{{- $envKeys = append $envKeys "RECEIVER_TELNYX_PUBLIC_KEY" }}
+{{- end }}
 {{- range $key := $envKeys }}
 - name: {{ $key }}
   valueFrom:
