@@ -27,7 +27,7 @@ from receiver.carriers.routes import ADMIN_ROUTES as CARRIER_ADMIN_ROUTES
 from receiver.carriers.routes import PUBLIC_ROUTES as CARRIER_PUBLIC_ROUTES
 from receiver.carriers.setup import build as build_telephony
 from receiver.delivery import Handler, HandlerContext, HandlerOptions
-from receiver.kallglot import KallglotClient
+from receiver.kallglot import HandlerReader, KallglotClient
 from receiver.metrics import Metrics
 from receiver.registry import build_handler, parse_handlers
 from receiver.requestmetrics import RequestMetrics
@@ -93,6 +93,25 @@ def analysis_settings(settings: Settings) -> AnalysisSettings:
     )
 
 
+async def prepare_store(db: Store, settings: Settings, clock: Callable[[], float]) -> Store:
+    """Open the store, migrate it (or check it is migrated) and release stale leases: the only
+    place that does, so ``serve`` migrates once; a store we cannot use is a ``ConfigError``."""
+    try:
+        await db.open()
+        if settings.migrate_on_start:
+            applied = await db.migrate()
+            if applied:
+                log.info("store.migrated", extra={"migrations": applied})
+        elif not await db.ready():
+            raise ConfigError("the database is not migrated: run 'kallglot-receiver migrate'")
+        released = await db.release_stale_leases(clock())
+        if released:
+            log.info("store.stale_leases_released", extra={"leases": released})
+    except StoreError as exc:
+        raise ConfigError(f"invalid setting RECEIVER_DATABASE_URL: {exc}") from None
+    return db
+
+
 def create_app(
     settings: Settings,
     *,
@@ -102,10 +121,12 @@ def create_app(
     mounts: list[Mount] | None = None,
     on_startup: list[Callable[[], Any]] | None = None,
     on_shutdown: list[Callable[[], Any]] | None = None,
+    on_ready: list[Callable[[], None]] | None = None,
     worker_tick: float = 1.0,
     pause_seconds: tuple[float, float] | None = None,
 ) -> Starlette:
-    """Build the ASGI app. ``mounts`` lets ``serve --sandbox`` put the sandbox beside the receiver."""
+    """Build the ASGI app. ``mounts`` lets ``serve --sandbox`` put the sandbox beside the receiver;
+    ``on_ready`` runs once start-up can no longer fail (the CLI's warnings and banner)."""
     settings.require_production_secrets()
     handler_options = parse_handlers(settings.handlers)
     routes = [Route(options) for options in handler_options]
@@ -115,20 +136,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for hook in on_startup or ():
             await hook()
-        db = store or open_store(settings.database_url.get_secret_value())
-        try:
-            await db.open()
-            if settings.migrate_on_start:
-                applied = await db.migrate()
-                if applied:
-                    log.info("store.migrated", extra={"migrations": applied})
-            elif not await db.ready():
-                raise ConfigError("the database is not migrated: run 'kallglot-receiver migrate'")
-            released = await db.release_stale_leases(clock())
-            if released:
-                log.info("store.stale_leases_released", extra={"leases": released})
-        except StoreError as exc:
-            raise ConfigError(f"invalid setting RECEIVER_DATABASE_URL: {exc}") from None
+        db = await prepare_store(
+            store or open_store(settings.database_url.get_secret_value()), settings, clock
+        )
         metrics = Metrics()
         metrics.declare_handlers(options.name for options in handler_options)
         metrics.credits_paused.set(0)
@@ -143,7 +153,10 @@ def create_app(
             rate_share=settings.kallglot_rate_share,
         )
         context = HandlerContext(
-            kallglot=kallglot, clock=clock, sleep=asyncio.sleep, user_agent=f"kallglot-receiver/{VERSION}"
+            kallglot=HandlerReader(kallglot),
+            clock=clock,
+            sleep=asyncio.sleep,
+            user_agent=f"kallglot-receiver/{VERSION}",
         )
         handlers: dict[str, tuple[HandlerOptions, Handler]] = {}
         for options in handler_options:
@@ -195,6 +208,8 @@ def create_app(
         runtime.tasks = [asyncio.create_task(loop.run(runtime.stop), name=loop.name) for loop in loops]
         app.state.runtime = runtime
         log.info("receiver.started", extra={"handlers": list(handlers), "trigger": settings.trigger})
+        for hook in on_ready or ():
+            hook()
         try:
             yield
         finally:

@@ -34,7 +34,8 @@ from receiver.kallglot import (
     Rejected,
     StartingPaused,
 )
-from receiver.lifecycle import CallState, analysis_status
+from receiver.kallglot_answers import Analysis, SessionInfo, carrier_call_ids
+from receiver.lifecycle import CallState
 from receiver.metrics import Metrics
 from receiver.pacing import backoff
 from receiver.routing import Router, document, narrow
@@ -48,7 +49,7 @@ from receiver.store import (
     Store,
     StoreError,
 )
-from receiver.store.keys import analysis_key
+from receiver.store.keys import analysis_key, end_session_key
 from receiver.store.operations import Attempt
 from receiver.tracing import stage
 
@@ -109,9 +110,9 @@ class Service:
         self.clock = clock
         self.wakeups = Wakeups()
         self.gate = StartGate(clock, metrics, *pause_seconds)
-        self._sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        #: Told (session id, data) of every Kallglot event and session lookup (telephony mapping).
-        self.session_observers: list[Callable[[str | None, dict[str, Any]], Awaitable[None]]] = []
+        self._sessions: OrderedDict[str, SessionInfo] = OrderedDict()
+        #: Told (session id, carrier call ids) of every Kallglot event and session lookup (telephony mapping).
+        self.session_observers: list[Callable[[str | None, tuple[str, ...]], Awaitable[None]]] = []
 
     # --- inbound ----------------------------------------------------------------------------
 
@@ -122,7 +123,7 @@ class Service:
     async def accept_kallglot(self, event: KallglotEvent) -> Accepted:
         hinted = event.session_id or event.data.get("session_id")
         for observe in self.session_observers:
-            await observe(hinted if isinstance(hinted, str) else None, event.data)
+            await observe(hinted if isinstance(hinted, str) else None, carrier_call_ids(event.data))
         now = self.clock()
         if event.type in SESSION_END_TYPES:
             if event.type != self.settings.trigger or event.session_id is None:
@@ -229,7 +230,7 @@ class Service:
             if await self._guardrails(call, now):
                 return
             if call.end_session:
-                await self.kallglot.end_session(sid, idempotency_key=f"kr-end-{call.analysis_key[12:]}")
+                await self.kallglot.end_session(sid, idempotency_key=end_session_key(call.analysis_key))
                 await self.store.mark_session_ended(sid, self.clock())
             # Exactly the settings the Idempotency-Key was made from (kept with the call at acceptance).
             started = await self.kallglot.start_analysis(
@@ -271,7 +272,7 @@ class Service:
         )
         self.metrics.analyses_started.inc()
         log.info("analysis.started", extra={"session_id": sid, "analysis_id": started.id})
-        result = _result(sid, started.id, started.body, "poll")
+        result = _result(sid, started.id, started.analysis, "poll")
         if result is not None:  # Kallglot may answer with a finished analysis (idempotent replay)
             await self._finish(result)
 
@@ -312,7 +313,7 @@ class Service:
             duration = call.call.get("duration_seconds")
             if duration is None:
                 session = await self.session_info(call.session_id)
-                duration = session.get("duration_seconds", session.get("duration"))
+                duration = session.duration_seconds if session is not None else None
             if isinstance(duration, int | float) and duration < minimum:
                 reason = f"call lasted {duration:g}s, below RECEIVER_MIN_DURATION_SECONDS={minimum:g}"
                 await self.store.skip_call(call.session_id, reason, now)
@@ -359,8 +360,8 @@ class Service:
         self.metrics.set_orphaned(orphaned)
         return orphaned
 
-    async def session_info(self, session_id: str) -> dict[str, Any]:
-        """``GET /sessions/{id}``, cached per call; {} when Kallglot cannot tell us."""
+    async def session_info(self, session_id: str) -> SessionInfo | None:
+        """``GET /sessions/{id}``, cached per call; None when Kallglot cannot tell us."""
         cached = self._sessions.get(session_id)
         if cached is not None:
             return cached
@@ -368,10 +369,10 @@ class Service:
             session = await self.kallglot.get_session(session_id)
         except KallglotError as exc:
             log.info("session.lookup_failed", extra={"session_id": session_id, "reason": exc.reason})
-            return {}
+            return None
         self._sessions[session_id] = session
         for observe in self.session_observers:
-            await observe(session_id, session)
+            await observe(session_id, session.carrier_call_ids)
         while len(self._sessions) > 1024:
             self._sessions.popitem(last=False)
         return session
@@ -423,10 +424,10 @@ class Service:
         call = dict(job.call)
         if options.enrich and ("metadata" not in call or not (call.get("from") or call.get("to"))):
             session = await self.session_info(record.session_id)
-            if session.get("phone_number") and "phone_number" not in call:
-                call["phone_number"] = session["phone_number"]
-            if isinstance(session.get("metadata"), dict):
-                call["metadata"] = {**session["metadata"], **call.get("metadata", {})}
+            if session is not None and session.phone_number and "phone_number" not in call:
+                call["phone_number"] = session.phone_number
+            if session is not None and session.metadata is not None:
+                call["metadata"] = {**session.metadata, **call.get("metadata", {})}
         doc = narrow(
             document(record.session_id, record.handler, record.status, call, job.analysis), options.fields
         )
@@ -503,19 +504,18 @@ class Service:
 
 
 def _result(
-    session_id: str | None, analysis_id: str | None, analysis: dict[str, Any], via: str
+    session_id: str | None, analysis_id: str | None, analysis: Analysis, via: str
 ) -> AnalysisResult | None:
-    state = analysis_status(analysis.get("status") if isinstance(analysis.get("status"), str) else None)
+    state = analysis.state
     if state is None:
         return None
-    error = analysis.get("error")
     return AnalysisResult(
         session_id=session_id,
         analysis_id=analysis_id,
         state=state,
-        analysis=analysis,
+        analysis=analysis.document,
         via=via,
-        reason=str(error)[:500] if state is CallState.FAILED and error else None,
+        reason=analysis.error,
     )
 
 

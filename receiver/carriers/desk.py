@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import Gauge
@@ -24,7 +23,6 @@ log = logging.getLogger("receiver")
 #: While another leg of the session is still live, an ended leg waits at most this long for it.
 LEG_HOLD_SECONDS = 6 * 3600.0
 PRUNE_EVERY = 600.0
-_CALL_ID_KEYS = ("call_sid", "call_control_id", "provider_call_id")
 
 
 @dataclass(frozen=True)
@@ -36,19 +34,6 @@ class TelephonyConfig:
     settle_seconds: float
     tolerance_seconds: float
     retention_seconds: float = 30 * 86400.0
-
-
-def carrier_call_ids(data: dict[str, Any]) -> list[str]:
-    """Carrier call ids in Kallglot session data: ``provider.{call_sid,call_control_id}`` (OLD
-    session shape) or the same keys at the top level (``session.provider.*`` events)."""
-    found: list[str] = []
-    for where in (data.get("provider"), data):
-        if isinstance(where, dict):
-            for key in _CALL_ID_KEYS:
-                value = where.get(key)
-                if isinstance(value, str) and 0 < len(value) <= 200 and value not in found:
-                    found.append(value)
-    return found
 
 
 class Telephony:
@@ -93,12 +78,12 @@ class Telephony:
         if gone:
             log.info("carrier.pruned", extra={"rows": gone})
 
-    async def session_seen(self, session_id: str | None, data: dict[str, Any]) -> None:
+    async def session_seen(self, session_id: str | None, call_ids: tuple[str, ...]) -> None:
         """Kallglot told us about a session: map the carrier calls it names, apply what waited."""
         if session_id is None or not SESSION_ID.match(session_id):
             return
         matched = False
-        for call_id in carrier_call_ids(data):
+        for call_id in call_ids:
             for applied in await self.service.store.map_carrier_call(
                 call_id, session_id, self.plan, self.service.clock()
             ):
