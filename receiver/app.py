@@ -1,4 +1,4 @@
-"""Composition root: ``create_app(settings)`` wires store, Kallglot client, handlers, service and workers.
+"""Composition root: ``create_app(settings)`` wires store, Kallglot client, handlers, use cases and loops.
 
 It returns the PUBLIC app (RECEIVER_PORT: inbound webhooks and health), which owns the lifespan;
 ``admin_app(app)`` is the ADMIN app (RECEIVER_ADMIN_PORT: metrics, admin API, console, OpenAPI,
@@ -27,16 +27,27 @@ from receiver.carriers.routes import ADMIN_ROUTES as CARRIER_ADMIN_ROUTES
 from receiver.carriers.routes import PUBLIC_ROUTES as CARRIER_PUBLIC_ROUTES
 from receiver.carriers.setup import build as build_telephony
 from receiver.delivery import Handler, HandlerContext, HandlerOptions
+from receiver.gate import StartGate
 from receiver.kallglot import HandlerReader, KallglotClient
 from receiver.metrics import Metrics
 from receiver.registry import build_handler, parse_handlers
 from receiver.requestmetrics import RequestMetrics
 from receiver.routes import ADMIN_ROUTES, EXCEPTION_HANDLERS, PUBLIC_ROUTES, HttpState
 from receiver.routing import Route, Router
-from receiver.service import AnalysisSettings, Service
 from receiver.settings import ConfigError, Settings
 from receiver.slowclients import BodyDeadline
 from receiver.store import Store, StoreError, open_store
+from receiver.usecases import (
+    AnalysisSettings,
+    Attempts,
+    Delivering,
+    Following,
+    Intake,
+    Results,
+    Sessions,
+    Starting,
+    Wakeups,
+)
 from receiver.version import VERSION
 from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
 
@@ -47,7 +58,7 @@ log = logging.getLogger("receiver")
 class Runtime:
     """Everything the lifespan built, exposed on ``app.state.runtime`` for tests and the CLI."""
 
-    service: Service
+    metrics: Metrics
     loops: list[Loop]
     stop: asyncio.Event
     http: HttpState
@@ -161,25 +172,55 @@ def create_app(
         handlers: dict[str, tuple[HandlerOptions, Handler]] = {}
         for options in handler_options:
             handlers[options.name] = (options, build_handler(options, context))
-        service = Service(
+        analysis = analysis_settings(settings)
+        wakeups = Wakeups()
+        gate = StartGate(clock, metrics, *(pause_seconds or (15.0, settings.start_probe_max_seconds)))
+        sessions = Sessions(kallglot)
+        attempts = Attempts(db, clock)
+        results = Results(db, Router(routes), metrics, wakeups, clock)
+        intake = Intake(
+            store=db, results=results, sessions=sessions, settings=analysis, wakeups=wakeups, clock=clock
+        )
+        starting = Starting(
             store=db,
             kallglot=kallglot,
+            gate=gate,
+            results=results,
+            attempts=attempts,
+            sessions=sessions,
             metrics=metrics,
-            analysis=analysis_settings(settings),
-            handlers=handlers,
-            router=Router(routes),
+            settings=analysis,
             clock=clock,
-            pause_seconds=pause_seconds or (15.0, settings.start_probe_max_seconds),
+        )
+        following = Following(
+            store=db, kallglot=kallglot, results=results, attempts=attempts, settings=analysis, clock=clock
+        )
+        delivering = Delivering(
+            store=db, handlers=handlers, attempts=attempts, sessions=sessions, metrics=metrics, clock=clock
         )
         try:  # issue 8 hole 9: deliveries of handlers no longer configured become orphaned
-            await service.detect_orphans()
+            await delivering.detect_orphans()
         except StoreError as exc:  # never claimed anyway: the next start-up looks again
             log.warning("delivery.orphan_check_failed", extra={"error": str(exc)})
-        db.subscribe(service.wakeups)
-        app.state.telephony, app.state.pbx = build_telephony(settings, service)
+        db.subscribe(wakeups)
+        app.state.telephony, app.state.pbx = build_telephony(
+            settings,
+            store=db,
+            analysis=analysis,
+            sessions=sessions,
+            wakeups=wakeups,
+            metrics=metrics,
+            clock=clock,
+        )
         await app.state.telephony.refresh_unmatched()
         app.state.http = HttpState(
-            service=service,
+            intake=intake,
+            store=db,
+            handlers=list(handlers),
+            gate=gate,
+            wakeups=wakeups,
+            metrics=metrics,
+            clock=clock,
             kallglot_secrets=[s.get_secret_value() for s in settings.kallglot_webhook_secrets],
             inbound_secrets=[s.get_secret_value() for s in settings.inbound_secrets],
             admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
@@ -188,18 +229,21 @@ def create_app(
             show_personal_data=settings.admin_show_personal_data,
         )
         loops: list[Loop] = [
-            Starter(service, tick=worker_tick, concurrency=settings.start_concurrency),
-            Poller(service, tick=worker_tick, concurrency=settings.poll_concurrency),
-            Deliverer(service, tick=worker_tick),
+            Starter(starting, wakeups, tick=worker_tick, concurrency=settings.start_concurrency),
+            Poller(following, wakeups, tick=worker_tick, concurrency=settings.poll_concurrency),
+            Deliverer(delivering, wakeups, tick=worker_tick),
             Maintenance(
-                service,
+                db,
+                metrics,
+                list(handlers),
+                clock,
                 event_retention=settings.event_retention_hours * 3600,
                 call_retention=settings.retention_days * 86400,
                 session_memory=settings.session_memory_days * 86400,
             ),
         ]
         runtime = Runtime(
-            service=service,
+            metrics=metrics,
             loops=loops,
             stop=asyncio.Event(),
             http=app.state.http,

@@ -1,4 +1,8 @@
-"""The Kallglot API client: the only module that knows Kallglot's URLs, JSON and error codes.
+"""The Kallglot API client: the only module that knows Kallglot's URLs and error codes.
+
+Answers come back as typed values (``StartedAnalysis``, ``Analysis``, ``SessionInfo``), read from
+Kallglot's JSON in ``receiver.kallglot_answers`` alone; handlers get the raw documents through
+``HandlerReader``. Every value and every error carries Kallglot's ``X-Request-ID`` (``request_id``).
 
 Errors (each carries ``operation``, ``status``, ``code`` and a message without secrets)::
 
@@ -206,7 +210,6 @@ class KallglotClient:
             return response
         code, message, body_retry = _error_body(response)
         status = response.status_code
-        request_id = response.headers.get("x-request-id")
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"), now)
             if retry_after is None:

@@ -8,15 +8,18 @@ does not, the store keeps it unmatched until Kallglot's own session data (``prov
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import Gauge
 
 from receiver.events import SESSION_ID
-from receiver.service import Service
+from receiver.metrics import Metrics
+from receiver.store import Store
 from receiver.store.carrier_port import Applied, CarrierEvent, CarrierOutcome, CarrierPlan
 from receiver.store.keys import analysis_key
+from receiver.usecases import AnalysisSettings, Sessions, Wakeups
 
 log = logging.getLogger("receiver")
 
@@ -37,20 +40,34 @@ class TelephonyConfig:
 
 
 class Telephony:
-    def __init__(self, service: Service, config: TelephonyConfig) -> None:
-        self.service = service
+    def __init__(
+        self,
+        config: TelephonyConfig,
+        *,
+        store: Store,
+        settings: AnalysisSettings,
+        sessions: Sessions,
+        wakeups: Wakeups,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
         self.config = config
+        self.store = store
+        self.settings = settings
+        self.wakeups = wakeups
+        self.metrics = metrics
+        self.clock = clock
         self.unmatched = Gauge(
             "receiver_carrier_events_unmatched",
             "Carrier events kept until their call maps to a Kallglot session",
-            registry=service.metrics.registry,
+            registry=metrics.registry,
         )
-        service.session_observers.append(self.session_seen)
+        sessions.observers.append(self.session_seen)
         self._next_prune = 0.0
 
     @property
     def plan(self) -> CarrierPlan:
-        settings = self.service.settings
+        settings = self.settings
         return CarrierPlan(
             analysis_key=lambda session_id: analysis_key(session_id, settings.profile, settings.include),
             end_session=self.config.end_session,
@@ -61,7 +78,7 @@ class Telephony:
         )
 
     async def accept(self, event: CarrierEvent) -> Applied:
-        applied = await self.service.store.accept_carrier_event(event, self.plan, self.service.clock())
+        applied = await self.store.accept_carrier_event(event, self.plan, self.clock())
         self._after(event.source, event.carrier_call_id, applied)
         if applied.outcome is CarrierOutcome.UNMATCHED:
             await self.refresh_unmatched()
@@ -70,11 +87,11 @@ class Telephony:
 
     async def _maybe_prune(self) -> None:
         """One bounded batch every PRUNE_EVERY seconds, so carrier rows stay bounded like the calls."""
-        now = self.service.clock()
+        now = self.clock()
         if now < self._next_prune:
             return
         self._next_prune = now + PRUNE_EVERY
-        gone = await self.service.store.prune_carrier_events(now - self.config.retention_seconds, 500)
+        gone = await self.store.prune_carrier_events(now - self.config.retention_seconds, 500)
         if gone:
             log.info("carrier.pruned", extra={"rows": gone})
 
@@ -84,22 +101,20 @@ class Telephony:
             return
         matched = False
         for call_id in call_ids:
-            for applied in await self.service.store.map_carrier_call(
-                call_id, session_id, self.plan, self.service.clock()
-            ):
+            for applied in await self.store.map_carrier_call(call_id, session_id, self.plan, self.clock()):
                 matched = True
                 self._after("kallglot", call_id, applied)
         if matched:
             await self.refresh_unmatched()
 
     async def refresh_unmatched(self) -> None:
-        self.unmatched.set(await self.service.store.count_unmatched_carrier_events())
+        self.unmatched.set(await self.store.count_unmatched_carrier_events())
 
     def _after(self, source: str, call_id: str, applied: Applied) -> None:
         if applied.outcome in (CarrierOutcome.ACCEPTED, CarrierOutcome.MERGED):
-            self.service.wakeups("start")
+            self.wakeups("start")
         if applied.outcome is CarrierOutcome.SKIPPED:
-            self.service.metrics.analyses_skipped.labels("carrier_status").inc()
+            self.metrics.analyses_skipped.labels("carrier_status").inc()
         if applied.outcome is not CarrierOutcome.DUPLICATE:
             log.info(
                 f"carrier.{applied.outcome.value}",
