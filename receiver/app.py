@@ -54,6 +54,7 @@ from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
 log = logging.getLogger("receiver")
 
 
+
 @dataclass
 class Runtime:
     """Everything the lifespan built, exposed on ``app.state.runtime`` for tests and the CLI."""
@@ -123,6 +124,59 @@ async def prepare_store(db: Store, settings: Settings, clock: Callable[[], float
     return db
 
 
+@dataclass(frozen=True)
+class UseCases:
+    """The use cases of one process, wired over one store and one Kallglot client."""
+
+    intake: Intake
+    starting: Starting
+    following: Following
+    delivering: Delivering
+    sessions: Sessions
+    wakeups: Wakeups
+
+
+def wire(
+    db: Store,
+    kallglot: KallglotClient,
+    handlers: dict[str, tuple[HandlerOptions, Handler]],
+    router: Router,
+    metrics: Metrics,
+    analysis: AnalysisSettings,
+    clock: Callable[[], float],
+    pause_seconds: tuple[float, float],
+) -> UseCases:
+    """Each use case with exactly the collaborators it needs; the parts they share are made once."""
+    wakeups = Wakeups()
+    sessions = Sessions(kallglot)
+    attempts = Attempts(db, clock)
+    results = Results(db, router, metrics, wakeups, clock)
+    return UseCases(
+        intake=Intake(
+            store=db, results=results, sessions=sessions, settings=analysis, wakeups=wakeups, clock=clock
+        ),
+        starting=Starting(
+            store=db,
+            kallglot=kallglot,
+            gate=StartGate(clock, metrics, *pause_seconds),
+            results=results,
+            attempts=attempts,
+            sessions=sessions,
+            metrics=metrics,
+            settings=analysis,
+            clock=clock,
+        ),
+        following=Following(
+            store=db, kallglot=kallglot, results=results, attempts=attempts, settings=analysis, clock=clock
+        ),
+        delivering=Delivering(
+            store=db, handlers=handlers, attempts=attempts, sessions=sessions, metrics=metrics, clock=clock
+        ),
+        sessions=sessions,
+        wakeups=wakeups,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -172,52 +226,37 @@ def create_app(
         handlers: dict[str, tuple[HandlerOptions, Handler]] = {}
         for options in handler_options:
             handlers[options.name] = (options, build_handler(options, context))
-        analysis = analysis_settings(settings)
-        wakeups = Wakeups()
-        gate = StartGate(clock, metrics, *(pause_seconds or (15.0, settings.start_probe_max_seconds)))
-        sessions = Sessions(kallglot)
-        attempts = Attempts(db, clock)
-        results = Results(db, Router(routes), metrics, wakeups, clock)
-        intake = Intake(
-            store=db, results=results, sessions=sessions, settings=analysis, wakeups=wakeups, clock=clock
+        cases = wire(
+            db,
+            kallglot,
+            handlers,
+            Router(routes),
+            metrics,
+            analysis_settings(settings),
+            clock,
+            pause_seconds or (15.0, settings.start_probe_max_seconds),
         )
-        starting = Starting(
-            store=db,
-            kallglot=kallglot,
-            gate=gate,
-            results=results,
-            attempts=attempts,
-            sessions=sessions,
-            metrics=metrics,
-            settings=analysis,
-            clock=clock,
-        )
-        following = Following(
-            store=db, kallglot=kallglot, results=results, attempts=attempts, settings=analysis, clock=clock
-        )
-        delivering = Delivering(
-            store=db, handlers=handlers, attempts=attempts, sessions=sessions, metrics=metrics, clock=clock
-        )
+        wakeups = cases.wakeups
         try:  # issue 8 hole 9: deliveries of handlers no longer configured become orphaned
-            await delivering.detect_orphans()
+            await cases.delivering.detect_orphans()
         except StoreError as exc:  # never claimed anyway: the next start-up looks again
             log.warning("delivery.orphan_check_failed", extra={"error": str(exc)})
         db.subscribe(wakeups)
         app.state.telephony, app.state.pbx = build_telephony(
             settings,
             store=db,
-            analysis=analysis,
-            sessions=sessions,
+            analysis=cases.intake.settings,
+            sessions=cases.sessions,
             wakeups=wakeups,
             metrics=metrics,
             clock=clock,
         )
         await app.state.telephony.refresh_unmatched()
         app.state.http = HttpState(
-            intake=intake,
+            intake=cases.intake,
             store=db,
             handlers=list(handlers),
-            gate=gate,
+            gate=cases.starting.gate,
             wakeups=wakeups,
             metrics=metrics,
             clock=clock,
@@ -229,9 +268,9 @@ def create_app(
             show_personal_data=settings.admin_show_personal_data,
         )
         loops: list[Loop] = [
-            Starter(starting, wakeups, tick=worker_tick, concurrency=settings.start_concurrency),
-            Poller(following, wakeups, tick=worker_tick, concurrency=settings.poll_concurrency),
-            Deliverer(delivering, wakeups, tick=worker_tick),
+            Starter(cases.starting, wakeups, tick=worker_tick, concurrency=settings.start_concurrency),
+            Poller(cases.following, wakeups, tick=worker_tick, concurrency=settings.poll_concurrency),
+            Deliverer(cases.delivering, wakeups, tick=worker_tick),
             Maintenance(
                 db,
                 metrics,

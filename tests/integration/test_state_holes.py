@@ -1,6 +1,6 @@
 """Issue 8 holes 7, 8, 9 and 12 through the real service, a real sandbox and both stores.
 
-The service is wired by hand here (no worker loops) where a test must act between two steps of one
+The use cases are wired without worker loops here where a test must act between two steps of one
 call: a "rolling update" is a second set of use cases with other settings on the same database.
 """
 
@@ -21,17 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from receiver.app import analysis_settings
+from receiver.app import UseCases, analysis_settings, wire
 from receiver.cli import build_event
 from receiver.events import parse_kallglot_event
-from receiver.gate import StartGate
 from receiver.kallglot import MAX_RETRY_AFTER_SECONDS, KallglotClient, RateLimited, Unavailable
 from receiver.lifecycle import CallState
 from receiver.metrics import Metrics
 from receiver.routing import Router
 from receiver.sandbox import DEV_API_KEY, Sandbox
 from receiver.store import Accepted, Store, open_store
-from receiver.usecases import Attempts, Following, Intake, Results, Sessions, Starting, Wakeups
 from receiver.workers import Starter
 from tests.integration.harness import receiver_settings, sandbox_config, start_server, stop_server, wait_for
 
@@ -47,56 +45,14 @@ class World:
     clients: list[KallglotClient]
 
     def service(self, **settings: Any) -> UseCases:
+        """The use cases the app would wire, over the test's store and a client of the sandbox."""
         values = receiver_settings(self.sandbox_url, self.database, "http://127.0.0.1:9", _tmp(), **settings)
         metrics = Metrics()
         client = KallglotClient(f"{self.sandbox_url}/v1", DEV_API_KEY, metrics=metrics)
         self.clients.append(client)
-        analysis = analysis_settings(values)
-        wakeups = Wakeups()
-        sessions = Sessions(client)
-        results = Results(self.store, Router([]), metrics, wakeups, time.time)
-        return UseCases(
-            intake=Intake(
-                store=self.store,
-                results=results,
-                sessions=sessions,
-                settings=analysis,
-                wakeups=wakeups,
-                clock=time.time,
-            ),
-            starting=Starting(
-                store=self.store,
-                kallglot=client,
-                gate=StartGate(time.time, metrics, 5.0, 10.0),
-                results=results,
-                attempts=Attempts(self.store, time.time),
-                sessions=sessions,
-                metrics=metrics,
-                settings=analysis,
-                clock=time.time,
-            ),
-            following=Following(
-                store=self.store,
-                kallglot=client,
-                results=results,
-                attempts=Attempts(self.store, time.time),
-                settings=analysis,
-                clock=time.time,
-            ),
-            sessions=sessions,
-            wakeups=wakeups,
+        return wire(
+            self.store, client, {}, Router([]), metrics, analysis_settings(values), time.time, (5.0, 10.0)
         )
-
-
-@dataclass
-class UseCases:
-    """The use cases the app would wire, over the test's store and a client of the sandbox."""
-
-    intake: Intake
-    starting: Starting
-    following: Following
-    sessions: Sessions
-    wakeups: Wakeups
 
 
 def _tmp() -> Path:
