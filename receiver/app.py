@@ -54,7 +54,6 @@ from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
 log = logging.getLogger("receiver")
 
 
-
 @dataclass
 class Runtime:
     """Everything the lifespan built, exposed on ``app.state.runtime`` for tests and the CLI."""
