@@ -39,12 +39,12 @@ log = logging.getLogger("receiver")
 
 async def list_calls(request: Request) -> Response:
     http = authorize(request)
-    return JSONResponse(await calls_page(http.service.store, dict(request.query_params)))
+    return JSONResponse(await calls_page(http.store, dict(request.query_params)))
 
 
 async def show_call(request: Request) -> Response:
     http = authorize(request)
-    view = await call_detail(http.service.store, request.path_params["session_id"], http.show_personal_data)
+    view = await call_detail(http.store, request.path_params["session_id"], http.show_personal_data)
     if view is None:
         raise HTTPException(404, "no such call")
     return JSONResponse(view)
@@ -54,28 +54,26 @@ async def replay(request: Request) -> Response:
     http = authorize(request)
     body = await read_json(request)
     answer = await replay_request(
-        http.service.store,
-        tuple(http.service.handlers),
+        http.store,
+        tuple(http.handlers),
         body,
         token_fingerprint(http.admin_token),
-        http.service.clock(),
+        http.clock(),
     )
     if answer["replayed"]:
-        http.service.wakeups("deliver")
+        http.wakeups("deliver")
     return JSONResponse(answer)
 
 
 async def list_replays(request: Request) -> Response:
     http = authorize(request)
-    return JSONResponse(
-        await replay_log(http.service.store, parse_limit(request.query_params.get("limit"), 50))
-    )
+    return JSONResponse(await replay_log(http.store, parse_limit(request.query_params.get("limit"), 50)))
 
 
 async def discard(request: Request) -> Response:
     http = authorize(request)
     ids = _id_list((await read_json(request)).get("delivery_ids"))
-    count = await http.service.store.discard_deliveries(ids, http.service.clock())
+    count = await http.store.discard_deliveries(ids, http.clock())
     log.info("deliveries.discarded", extra={"count": count})
     return JSONResponse({"discarded": count})
 
@@ -85,33 +83,33 @@ async def move(request: Request) -> Response:
     body = await read_json(request)
     ids = _id_list(body.get("delivery_ids"))
     target = body.get("handler")
-    if not isinstance(target, str) or target not in http.service.handlers:
+    if not isinstance(target, str) or target not in http.handlers:
         raise HTTPException(400, "handler must name a configured handler")
-    count = await http.service.store.move_deliveries(ids, target, http.service.clock())
+    count = await http.store.move_deliveries(ids, target, http.clock())
     if count:
-        http.service.wakeups("deliver")
+        http.wakeups("deliver")
     log.info("deliveries.moved", extra={"count": count, "handler": target})
     return JSONResponse({"moved": count})
 
 
 async def handlers(request: Request) -> Response:
     http = authorize(request)
-    return JSONResponse(await handler_list(http.service.store, list(http.service.handlers)))
+    return JSONResponse(await handler_list(http.store, list(http.handlers)))
 
 
 async def pause_or_resume(request: Request) -> Response:
     http = authorize(request)
     body = await read_json(request)
     answer = await pause_or_resume_handler(
-        http.service.store,
-        list(http.service.handlers),
+        http.store,
+        list(http.handlers),
         request.path_params["name"],
         request.path_params["action"],
         _text(body, "who") or token_fingerprint(http.admin_token),
-        http.service.clock(),
+        http.clock(),
     )
     forget_pauses(request)
-    http.service.wakeups("deliver")
+    http.wakeups("deliver")
     return JSONResponse(answer)
 
 
@@ -125,8 +123,8 @@ def forget_pauses(request: Request) -> None:
 
 async def resume_starting(request: Request) -> Response:
     http = authorize(request)
-    http.service.gate.resume()
-    http.service.wakeups("start")
+    http.gate.resume()
+    http.wakeups("start")
     log.info("starting.resumed_by_operator")
     return JSONResponse({"starting": "resumed"})
 

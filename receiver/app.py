@@ -1,4 +1,4 @@
-"""Composition root: ``create_app(settings)`` wires store, Kallglot client, handlers, service and workers.
+"""Composition root: ``create_app(settings)`` wires store, Kallglot client, handlers, use cases and loops.
 
 It returns the PUBLIC app (RECEIVER_PORT: inbound webhooks and health), which owns the lifespan;
 ``admin_app(app)`` is the ADMIN app (RECEIVER_ADMIN_PORT: metrics, admin API, console, OpenAPI,
@@ -27,16 +27,27 @@ from receiver.carriers.routes import ADMIN_ROUTES as CARRIER_ADMIN_ROUTES
 from receiver.carriers.routes import PUBLIC_ROUTES as CARRIER_PUBLIC_ROUTES
 from receiver.carriers.setup import build as build_telephony
 from receiver.delivery import Handler, HandlerContext, HandlerOptions
-from receiver.kallglot import KallglotClient
+from receiver.gate import StartGate
+from receiver.kallglot import HandlerReader, KallglotClient
 from receiver.metrics import Metrics
 from receiver.registry import build_handler, parse_handlers
 from receiver.requestmetrics import RequestMetrics
 from receiver.routes import ADMIN_ROUTES, EXCEPTION_HANDLERS, PUBLIC_ROUTES, HttpState
 from receiver.routing import Route, Router
-from receiver.service import AnalysisSettings, Service
 from receiver.settings import ConfigError, Settings
 from receiver.slowclients import BodyDeadline
 from receiver.store import Store, StoreError, open_store
+from receiver.usecases import (
+    AnalysisSettings,
+    Attempts,
+    Delivering,
+    Following,
+    Intake,
+    Results,
+    Sessions,
+    Starting,
+    Wakeups,
+)
 from receiver.version import VERSION
 from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
 
@@ -47,7 +58,7 @@ log = logging.getLogger("receiver")
 class Runtime:
     """Everything the lifespan built, exposed on ``app.state.runtime`` for tests and the CLI."""
 
-    service: Service
+    metrics: Metrics
     loops: list[Loop]
     stop: asyncio.Event
     http: HttpState
@@ -93,6 +104,78 @@ def analysis_settings(settings: Settings) -> AnalysisSettings:
     )
 
 
+async def prepare_store(db: Store, settings: Settings, clock: Callable[[], float]) -> Store:
+    """Open the store, migrate it (or check it is migrated) and release stale leases: the only
+    place that does, so ``serve`` migrates once; a store we cannot use is a ``ConfigError``."""
+    try:
+        await db.open()
+        if settings.migrate_on_start:
+            applied = await db.migrate()
+            if applied:
+                log.info("store.migrated", extra={"migrations": applied})
+        elif not await db.ready():
+            raise ConfigError("the database is not migrated: run 'kallglot-receiver migrate'")
+        released = await db.release_stale_leases(clock())
+        if released:
+            log.info("store.stale_leases_released", extra={"leases": released})
+    except StoreError as exc:
+        raise ConfigError(f"invalid setting RECEIVER_DATABASE_URL: {exc}") from None
+    return db
+
+
+@dataclass(frozen=True)
+class UseCases:
+    """The use cases of one process, wired over one store and one Kallglot client."""
+
+    intake: Intake
+    starting: Starting
+    following: Following
+    delivering: Delivering
+    sessions: Sessions
+    wakeups: Wakeups
+
+
+def wire(
+    db: Store,
+    kallglot: KallglotClient,
+    handlers: dict[str, tuple[HandlerOptions, Handler]],
+    router: Router,
+    metrics: Metrics,
+    analysis: AnalysisSettings,
+    clock: Callable[[], float],
+    pause_seconds: tuple[float, float],
+) -> UseCases:
+    """Each use case with exactly the collaborators it needs; the parts they share are made once."""
+    wakeups = Wakeups()
+    sessions = Sessions(kallglot)
+    attempts = Attempts(db, clock)
+    results = Results(db, router, metrics, wakeups, clock)
+    return UseCases(
+        intake=Intake(
+            store=db, results=results, sessions=sessions, settings=analysis, wakeups=wakeups, clock=clock
+        ),
+        starting=Starting(
+            store=db,
+            kallglot=kallglot,
+            gate=StartGate(clock, metrics, *pause_seconds),
+            results=results,
+            attempts=attempts,
+            sessions=sessions,
+            metrics=metrics,
+            settings=analysis,
+            clock=clock,
+        ),
+        following=Following(
+            store=db, kallglot=kallglot, results=results, attempts=attempts, settings=analysis, clock=clock
+        ),
+        delivering=Delivering(
+            store=db, handlers=handlers, attempts=attempts, sessions=sessions, metrics=metrics, clock=clock
+        ),
+        sessions=sessions,
+        wakeups=wakeups,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -102,10 +185,12 @@ def create_app(
     mounts: list[Mount] | None = None,
     on_startup: list[Callable[[], Any]] | None = None,
     on_shutdown: list[Callable[[], Any]] | None = None,
+    on_ready: list[Callable[[], None]] | None = None,
     worker_tick: float = 1.0,
     pause_seconds: tuple[float, float] | None = None,
 ) -> Starlette:
-    """Build the ASGI app. ``mounts`` lets ``serve --sandbox`` put the sandbox beside the receiver."""
+    """Build the ASGI app. ``mounts`` lets ``serve --sandbox`` put the sandbox beside the receiver;
+    ``on_ready`` runs once start-up can no longer fail (the CLI's warnings and banner)."""
     settings.require_production_secrets()
     handler_options = parse_handlers(settings.handlers)
     routes = [Route(options) for options in handler_options]
@@ -115,20 +200,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for hook in on_startup or ():
             await hook()
-        db = store or open_store(settings.database_url.get_secret_value())
-        try:
-            await db.open()
-            if settings.migrate_on_start:
-                applied = await db.migrate()
-                if applied:
-                    log.info("store.migrated", extra={"migrations": applied})
-            elif not await db.ready():
-                raise ConfigError("the database is not migrated: run 'kallglot-receiver migrate'")
-            released = await db.release_stale_leases(clock())
-            if released:
-                log.info("store.stale_leases_released", extra={"leases": released})
-        except StoreError as exc:
-            raise ConfigError(f"invalid setting RECEIVER_DATABASE_URL: {exc}") from None
+        db = await prepare_store(
+            store or open_store(settings.database_url.get_secret_value()), settings, clock
+        )
         metrics = Metrics()
         metrics.declare_handlers(options.name for options in handler_options)
         metrics.credits_paused.set(0)
@@ -143,30 +217,48 @@ def create_app(
             rate_share=settings.kallglot_rate_share,
         )
         context = HandlerContext(
-            kallglot=kallglot, clock=clock, sleep=asyncio.sleep, user_agent=f"kallglot-receiver/{VERSION}"
+            kallglot=HandlerReader(kallglot),
+            clock=clock,
+            sleep=asyncio.sleep,
+            user_agent=f"kallglot-receiver/{VERSION}",
         )
         handlers: dict[str, tuple[HandlerOptions, Handler]] = {}
         for options in handler_options:
             handlers[options.name] = (options, build_handler(options, context))
-        service = Service(
-            store=db,
-            kallglot=kallglot,
-            metrics=metrics,
-            analysis=analysis_settings(settings),
-            handlers=handlers,
-            router=Router(routes),
-            clock=clock,
-            pause_seconds=pause_seconds or (15.0, settings.start_probe_max_seconds),
+        cases = wire(
+            db,
+            kallglot,
+            handlers,
+            Router(routes),
+            metrics,
+            analysis_settings(settings),
+            clock,
+            pause_seconds or (15.0, settings.start_probe_max_seconds),
         )
+        wakeups = cases.wakeups
         try:  # issue 8 hole 9: deliveries of handlers no longer configured become orphaned
-            await service.detect_orphans()
+            await cases.delivering.detect_orphans()
         except StoreError as exc:  # never claimed anyway: the next start-up looks again
             log.warning("delivery.orphan_check_failed", extra={"error": str(exc)})
-        db.subscribe(service.wakeups)
-        app.state.telephony, app.state.pbx = build_telephony(settings, service)
+        db.subscribe(wakeups)
+        app.state.telephony, app.state.pbx = build_telephony(
+            settings,
+            store=db,
+            analysis=cases.intake.settings,
+            sessions=cases.sessions,
+            wakeups=wakeups,
+            metrics=metrics,
+            clock=clock,
+        )
         await app.state.telephony.refresh_unmatched()
         app.state.http = HttpState(
-            service=service,
+            intake=cases.intake,
+            store=db,
+            handlers=list(handlers),
+            gate=cases.starting.gate,
+            wakeups=wakeups,
+            metrics=metrics,
+            clock=clock,
             kallglot_secrets=[s.get_secret_value() for s in settings.kallglot_webhook_secrets],
             inbound_secrets=[s.get_secret_value() for s in settings.inbound_secrets],
             admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
@@ -175,18 +267,21 @@ def create_app(
             show_personal_data=settings.admin_show_personal_data,
         )
         loops: list[Loop] = [
-            Starter(service, tick=worker_tick, concurrency=settings.start_concurrency),
-            Poller(service, tick=worker_tick, concurrency=settings.poll_concurrency),
-            Deliverer(service, tick=worker_tick),
+            Starter(cases.starting, wakeups, tick=worker_tick, concurrency=settings.start_concurrency),
+            Poller(cases.following, wakeups, tick=worker_tick, concurrency=settings.poll_concurrency),
+            Deliverer(cases.delivering, wakeups, tick=worker_tick),
             Maintenance(
-                service,
+                db,
+                metrics,
+                list(handlers),
+                clock,
                 event_retention=settings.event_retention_hours * 3600,
                 call_retention=settings.retention_days * 86400,
                 session_memory=settings.session_memory_days * 86400,
             ),
         ]
         runtime = Runtime(
-            service=service,
+            metrics=metrics,
             loops=loops,
             stop=asyncio.Event(),
             http=app.state.http,
@@ -195,6 +290,8 @@ def create_app(
         runtime.tasks = [asyncio.create_task(loop.run(runtime.stop), name=loop.name) for loop in loops]
         app.state.runtime = runtime
         log.info("receiver.started", extra={"handlers": list(handlers), "trigger": settings.trigger})
+        for hook in on_ready or ():
+            hook()
         try:
             yield
         finally:

@@ -118,11 +118,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             mounts.append(Mount("/sandbox", app=sandbox.app))
             startup.append(sandbox.start)
             shutdown.append(sandbox.aclose)
-        app = create_app(settings, mounts=mounts, on_startup=startup, on_shutdown=shutdown)
-        asyncio.run(_preflight(settings))
-        warn_without_handlers(settings.handlers)  # only once start-up cannot fail with one line
+        # Warnings and the banner only once start-up cannot fail with one line (the store is ready).
+        ready = [lambda: warn_without_handlers(settings.handlers)]
         if args.sandbox:
-            _print_sandbox_banner(port, admin_port, settings)
+            ready.append(lambda: _print_sandbox_banner(port, admin_port, settings))
+        app = create_app(settings, mounts=mounts, on_startup=startup, on_shutdown=shutdown, on_ready=ready)
         # Startup objects never die: keep them out of the collector, and collect the young generation
         # less often, since every request allocates many short-lived objects.
         gc.collect()
@@ -134,24 +134,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         for sock in sockets:
             sock.close()
-
-
-async def _preflight(settings: Settings) -> None:
-    """Reach (and, if configured, migrate) the store before serving, so that a wrong
-    RECEIVER_DATABASE_URL stops start-up with one line instead of a failed lifespan."""
-    from receiver.store import StoreError, open_store
-
-    store = open_store(settings.database_url.get_secret_value())
-    try:
-        await store.open()
-        if settings.migrate_on_start:
-            await store.migrate()
-        elif not await store.ready():
-            raise ConfigError("the database is not migrated: run 'kallglot-receiver migrate'")
-    except StoreError as exc:
-        raise ConfigError(f"invalid setting RECEIVER_DATABASE_URL: {exc}") from None
-    finally:
-        await store.close()
 
 
 def _print_sandbox_banner(port: int, admin_port: int, settings: Settings) -> None:
@@ -365,13 +347,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 async def _probe(settings: Settings, options: Sequence[Any]) -> int:
     from receiver.delivery import DeliveryError, HandlerContext
-    from receiver.kallglot import KallglotClient, KallglotError
+    from receiver.kallglot import HandlerReader, KallglotClient, KallglotError
     from receiver.metrics import Metrics
     from receiver.registry import build_handler
 
     key = settings.kallglot_api_key.get_secret_value() if settings.kallglot_api_key else ""
     client = KallglotClient(settings.kallglot_api_url, key, metrics=Metrics())
-    context = HandlerContext(kallglot=client, clock=time.time, sleep=asyncio.sleep)
+    context = HandlerContext(kallglot=HandlerReader(client), clock=time.time, sleep=asyncio.sleep)
     failed = 0
     try:
         for option in options:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from receiver import jsonsafe
+from receiver import jsonsafe, kallglot_answers
+from receiver.kallglot_answers import Analysis
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 ANALYSIS_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
@@ -22,7 +23,6 @@ MAX_DURATION_SECONDS = 7 * 86400
 
 SESSION_END_TYPES = ("session.ended", "transcript.ready", "session.provider.disconnected")
 ANALYSIS_TYPES = ("analysis.complete", "analysis.completed", "analysis.failed")
-_RESULT_KEYS = ("summary", "sentiment", "compliance", "keywords", "performance", "results")
 
 
 class InvalidEvent(Exception):
@@ -63,8 +63,8 @@ class KallglotEvent:
     type: str
     session_id: str | None = None
     analysis_id: str | None = None
-    #: The analysis object when the event carries a full result; None means "fetch it".
-    analysis: dict[str, Any] | None = None
+    #: The analysis when the event carries a full result; None means "fetch it".
+    analysis: Analysis | None = None
     duration_seconds: float | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -125,24 +125,15 @@ def _analysis_event(event_id: str, event_type: str, data: dict[str, Any]) -> Kal
         raise InvalidEvent("data.status must be a string")
     if status is None:
         status = "failed" if event_type == "analysis.failed" else "completed"
-    full = has_result(data, status)
+    full = kallglot_answers.analysis(data, status=status).has_result
     return KallglotEvent(
         id=event_id,
         type=event_type,
         session_id=session_id,
         analysis_id=analysis_id,
-        analysis=data if full else None,
+        analysis=kallglot_answers.analysis(data) if full else None,
         data=data,
     )
-
-
-def has_result(analysis: dict[str, Any], status: str | None) -> bool:
-    """True when an analysis object carries its result (so no GET is needed)."""
-    if status == "failed":
-        return "error" in analysis
-    if status in ("completed", "complete"):
-        return any(key in analysis for key in _RESULT_KEYS)
-    return False
 
 
 class Agent(BaseModel):

@@ -1,4 +1,8 @@
-"""The Kallglot API client: the only module that knows Kallglot's URLs, JSON and error codes.
+"""The Kallglot API client: the only module that knows Kallglot's URLs and error codes.
+
+Answers come back as typed values (``StartedAnalysis``, ``Analysis``, ``SessionInfo``), read from
+Kallglot's JSON in ``receiver.kallglot_answers`` alone; handlers get the raw documents through
+``HandlerReader``. Every value and every error carries Kallglot's ``X-Request-ID`` (``request_id``).
 
 Errors (each carries ``operation``, ``status``, ``code`` and a message without secrets)::
 
@@ -21,13 +25,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from receiver import jsonsafe
+from receiver import jsonsafe, kallglot_answers
+from receiver.kallglot_answers import Analysis, SessionInfo, StartedAnalysis
 from receiver.metrics import Metrics
 from receiver.pacing import Budget, parse_rate_limit, parse_retry_after
 from receiver.throttle import Priority, Throttle
@@ -55,7 +59,7 @@ class KallglotError(Exception):
         self.status = status
         self.code = code
         self.retry_after = retry_after
-        #: Kallglot's ``X-Request-ID`` of the answer, None when there was no answer.
+        #: Kallglot's ``X-Request-ID`` of the answer, the id their support asks for.
         self.request_id = request_id
 
     @property
@@ -87,20 +91,6 @@ class NotFound(KallglotError):
 
 class Rejected(KallglotError):
     pass
-
-
-@dataclass(frozen=True)
-class StartedAnalysis:
-    id: str
-    status: str
-    body: dict[str, Any]
-    request_id: str | None = None  # Kallglot's X-Request-ID of the answer
-
-
-class AnalysisAnswer(dict[str, Any]):
-    """The analysis document of ``GET /analyses/{id}``, with Kallglot's ``X-Request-ID`` beside it."""
-
-    request_id: str | None = None
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -220,7 +210,6 @@ class KallglotClient:
             return response
         code, message, body_retry = _error_body(response)
         status = response.status_code
-        request_id = response.headers.get("x-request-id")
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"), now)
             if retry_after is None:
@@ -232,7 +221,12 @@ class KallglotClient:
             budget.refused(retry_after, now)
             self.throttle.answered()
             raise RateLimited(
-                operation, message, status=status, code=code, retry_after=retry_after, request_id=request_id
+                operation,
+                message,
+                status=status,
+                code=code,
+                retry_after=retry_after,
+                request_id=_request_id(response),
             )
         retry_after = parse_retry_after(response.headers.get("retry-after"), now) or body_retry
         retry_after = _capped(retry_after)
@@ -252,7 +246,12 @@ class KallglotClient:
         else:
             error = Rejected
         raise error(
-            operation, message, status=status, code=code, retry_after=retry_after, request_id=request_id
+            operation,
+            message,
+            status=status,
+            code=code,
+            retry_after=retry_after,
+            request_id=_request_id(response),
         )
 
     @staticmethod
@@ -262,11 +261,17 @@ class KallglotClient:
             data = jsonsafe.loads(response.content, strict=False)
         except jsonsafe.UnsafeJSON:
             raise Unavailable(
-                operation, "answered with a body that is not JSON", status=response.status_code
+                operation,
+                "answered with a body that is not JSON",
+                status=response.status_code,
+                request_id=_request_id(response),
             ) from None
         if not isinstance(data, dict):
             raise Unavailable(
-                operation, "answered with a body that is not an object", status=response.status_code
+                operation,
+                "answered with a body that is not an object",
+                status=response.status_code,
+                request_id=_request_id(response),
             )
         return data
 
@@ -282,20 +287,18 @@ class KallglotClient:
             json={"profile": profile, "include": list(include)},
             headers={"Idempotency-Key": idempotency_key},
         )
-        body = self._json("start_analysis", response)
-        analysis_id = body.get("id")
-        if not isinstance(analysis_id, str) or not analysis_id:
+        request_id = _request_id(response)
+        started = kallglot_answers.analysis(self._json("start_analysis", response), request_id=request_id)
+        if not started.id:
             raise Unavailable(
-                "start_analysis", "answered without an analysis id", status=response.status_code
+                "start_analysis",
+                "answered without an analysis id",
+                status=response.status_code,
+                request_id=request_id,
             )
-        return StartedAnalysis(
-            id=analysis_id,
-            status=str(body.get("status") or "processing"),
-            body=body,
-            request_id=response.headers.get("x-request-id"),
-        )
+        return StartedAnalysis(id=started.id, analysis=started, request_id=request_id)
 
-    async def get_analysis(self, analysis_id: str) -> dict[str, Any]:
+    async def get_analysis(self, analysis_id: str) -> Analysis:
         """``GET /analyses/{id}``; ids of the OLD API (``ana_…``) fall back to ``GET /analysis/{id}``."""
         path = quote(analysis_id, safe="")
         try:
@@ -304,11 +307,11 @@ class KallglotClient:
             if not analysis_id.startswith("ana_"):
                 raise
             response = await self._request("get_analysis", "read", "GET", f"analysis/{path}")
-        answer = AnalysisAnswer(self._json("get_analysis", response))
-        answer.request_id = response.headers.get("x-request-id")
-        return answer
+        return kallglot_answers.analysis(
+            self._json("get_analysis", response), request_id=_request_id(response)
+        )
 
-    async def end_session(self, session_id: str, *, idempotency_key: str) -> dict[str, Any]:
+    async def end_session(self, session_id: str, *, idempotency_key: str) -> SessionInfo:
         """``POST /sessions/{id}/end`` (idempotent at Kallglot)."""
         response = await self._request(
             "end_session",
@@ -317,17 +320,35 @@ class KallglotClient:
             f"sessions/{quote(session_id, safe='')}/end",
             headers={"Idempotency-Key": idempotency_key},
         )
-        return self._json("end_session", response)
+        return kallglot_answers.session(self._json("end_session", response), request_id=_request_id(response))
 
-    async def get_session(self, session_id: str) -> dict[str, Any]:
+    async def get_session(self, session_id: str) -> SessionInfo:
         response = await self._request("get_session", "read", "GET", f"sessions/{quote(session_id, safe='')}")
-        return self._json("get_session", response)
+        return kallglot_answers.session(self._json("get_session", response), request_id=_request_id(response))
 
     async def get_transcript(self, session_id: str) -> dict[str, Any]:
         response = await self._request(
             "get_transcript", "read", "GET", f"sessions/{quote(session_id, safe='')}/transcript"
         )
         return self._json("get_transcript", response)
+
+
+class HandlerReader:
+    """The ``KallglotReader`` handed to handlers: Kallglot's documents as they are (the handler API)."""
+
+    def __init__(self, client: KallglotClient) -> None:
+        self._client = client
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        return (await self._client.get_session(session_id)).document
+
+    async def get_transcript(self, session_id: str) -> dict[str, Any]:
+        return await self._client.get_transcript(session_id)
+
+
+def _request_id(response: httpx.Response) -> str | None:
+    value: str | None = response.headers.get("x-request-id")
+    return value
 
 
 def _log_response(operation: str, response: httpx.Response) -> None:
@@ -338,6 +359,6 @@ def _log_response(operation: str, response: httpx.Response) -> None:
         extra={
             "operation": operation,
             "status": response.status_code,
-            "request_id": response.headers.get("x-request-id"),
+            "request_id": _request_id(response),
         },
     )

@@ -47,8 +47,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 def _metrics(scope: Scope) -> Any:
     runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
-    service = getattr(runtime, "service", None)
-    return getattr(service, "metrics", None)
+    return getattr(runtime, "metrics", None)
 
 
 def route_template(scope: Scope) -> str:

@@ -1,4 +1,4 @@
-"""HTTP endpoints: raw body -> verify -> parse -> service; the error-to-status mapping lives here.
+"""HTTP endpoints: raw body -> verify -> parse -> intake; the error-to-status mapping lives here.
 
 No input from the network yields a 500: bad input is a 4xx with ``{"error": {"code", "message"}}``,
 and anything that keeps us from storing an event is a 503 so that the sender retries.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +28,13 @@ from receiver.events import (
     parse_call_ended,
     parse_kallglot_event,
 )
+from receiver.gate import StartGate
+from receiver.metrics import Metrics
 from receiver.openapi import openapi_json
-from receiver.service import KALLGLOT, TELEPHONY, Service
 from receiver.signing import SignatureError, verify_kallglot, verify_standard_webhooks
 from receiver.slowclients import BodyTimeout
-from receiver.store import Accepted, StoreError
+from receiver.store import Accepted, Store, StoreError
+from receiver.usecases import KALLGLOT, TELEPHONY, Intake, Wakeups
 
 log = logging.getLogger("receiver")
 _KNOWN_TYPES = frozenset((*SESSION_END_TYPES, *ANALYSIS_TYPES))
@@ -52,9 +54,16 @@ def error(status: int, code: str, message: str, headers: Mapping[str, str] | Non
 
 @dataclass
 class HttpState:
-    """What the endpoints need, owned by the app's lifespan."""
+    """What the endpoints need, owned by the app's lifespan: verified events go to ``intake``;
+    operator endpoints read the store and wake the loops."""
 
-    service: Service
+    intake: Intake
+    store: Store
+    handlers: Sequence[str]
+    gate: StartGate
+    wakeups: Wakeups
+    metrics: Metrics
+    clock: Callable[[], float]
     kallglot_secrets: list[str]
     inbound_secrets: list[str]
     admin_token: str | None
@@ -88,7 +97,7 @@ Handler = Callable[[Request, HttpState, bytes], Awaitable[tuple[str, Accepted]]]
 async def _inbound(request: Request, source: str, handle: Handler) -> Response:
     """The shared shape of both inbound endpoints, with the status mapping of CONTRACT §4."""
     http = _state(request)
-    metrics = http.service.metrics
+    metrics = http.metrics
     event_type = "unknown"
     try:
         body = await read_body(request, http.max_body)
@@ -123,28 +132,28 @@ async def _kallglot(request: Request, http: HttpState, body: bytes) -> tuple[str
         body,
         http.kallglot_secrets,
         tolerance_seconds=http.tolerance,
-        now=http.service.clock(),
+        now=http.clock(),
     )
     event = parse_kallglot_event(body)
-    return event.type, await http.service.accept_kallglot(event)
+    return event.type, await http.intake.accept_kallglot(event)
 
 
 async def _call_ended(request: Request, http: HttpState, body: bytes) -> tuple[str, Accepted]:
     pbx = getattr(request.app.state, "pbx", None)  # telephony: PBX mapping / bearer token
     if pbx is not None:
-        webhook_id = pbx.authenticate(request.headers, body, http.service.clock())
+        webhook_id = pbx.authenticate(request.headers, body, http.clock())
     else:
         webhook_id = verify_standard_webhooks(
             request.headers,
             body,
             http.inbound_secrets,
             tolerance_seconds=http.tolerance,
-            now=http.service.clock(),
+            now=http.clock(),
         )
     if len(webhook_id) > 256:
         raise InvalidEvent("webhook-id is longer than 256 characters")
     event = pbx.parse(body) if pbx is not None else parse_call_ended(body)
-    return "call-ended", await http.service.accept_call_ended(webhook_id, event)
+    return "call-ended", await http.intake.accept_call_ended(webhook_id, event)
 
 
 async def kallglot_webhook(request: Request) -> Response:
@@ -170,13 +179,13 @@ async def readyz(request: Request) -> Response:
     http = _state(request)
     if http.draining:
         return error(503, "draining", "shutting down")
-    if not await http.service.store.ready():
+    if not await http.store.ready():
         return error(503, "store_unavailable", "the store is unreachable or not migrated")
     return JSONResponse({"status": "ready"})
 
 
 async def metrics(request: Request) -> Response:
-    registry = _state(request).service.metrics.registry
+    registry = _state(request).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -195,7 +204,7 @@ def _authorize(request: Request) -> HttpState:
 
 async def admin_call(request: Request) -> Response:
     http = _authorize(request)
-    found = await http.service.store.get_call(request.path_params["session_id"])
+    found = await http.store.get_call(request.path_params["session_id"])
     if found is None:
         return error(404, "not_found", "no such call")
     return JSONResponse(call_view(*found))
@@ -225,7 +234,7 @@ async def admin_dead_letters(request: Request) -> Response:
     raw_limit = request.query_params.get("limit", "100")
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 1000:
         raise HTTPException(400, "limit must be a whole number from 1 to 1000")
-    records = await http.service.store.list_dead_letters(handler, session, since, int(raw_limit))
+    records = await http.store.list_dead_letters(handler, session, since, int(raw_limit))
     return JSONResponse({"dead_letters": [delivery_view(d) for d in records]})
 
 
@@ -242,11 +251,11 @@ async def admin_replay(request: Request) -> Response:
             raise HTTPException(400, "the body must be a JSON object")
         values |= parsed
     handler, session, since = _filters(values)
-    if handler is not None and handler not in http.service.handlers:
+    if handler is not None and handler not in http.handlers:
         raise HTTPException(400, f"no handler named {handler!r}")
-    count = await http.service.store.replay_dead_letters(handler, session, since, http.service.clock())
+    count = await http.store.replay_dead_letters(handler, session, since, http.clock())
     if count:
-        http.service.wakeups("deliver")
+        http.wakeups("deliver")
     log.info("dead_letters.replayed", extra={"count": count, "handler": handler, "session_id": session})
     return JSONResponse({"replayed": count})
 

@@ -1,6 +1,6 @@
 """Background loops: start analyses, poll overdue ones, deliver the outbox, keep gauges and prune.
 
-Each loop has ``run_once()`` (claim what is due, launch it within its concurrency) and ``run(stop)``;
+Each loop has ``run_once()`` (ask its use case for due work, launch it within its concurrency) and ``run(stop)``;
 it sleeps until its wake-up event fires or a tick passes. Work is claimed with a lease, so a killed
 process leaves nothing stuck: serve releases a dead SQLite process's leases at start (see
 ``receiver.store.locks``), PostgreSQL lets them expire.
@@ -15,16 +15,17 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sentry_sdk
 
 from receiver.delivery import CircuitPolicy, PermanentDeliveryError
+from receiver.metrics import Metrics
 from receiver.observability import report_outage
-from receiver.service import Service
-from receiver.store import CallRecord, DeliveryJob, StoreError
+from receiver.store import CallRecord, DeliveryJob, Store, StoreError
+from receiver.usecases import Delivering, Following, Starting, Wakeups
 
 log = logging.getLogger("receiver")
 
@@ -120,24 +121,15 @@ async def _wait_any(
 class Starter(Loop):
     name = "starter"
 
-    def __init__(self, service: Service, *, lease: float = START_LEASE, **kwargs: Any) -> None:
-        super().__init__(service.wakeups.events["start"], **kwargs)
-        self.service = service
+    def __init__(
+        self, starting: Starting, wakeups: Wakeups, *, lease: float = START_LEASE, **kwargs: Any
+    ) -> None:
+        super().__init__(wakeups.events["start"], **kwargs)
+        self.starting = starting
         self.lease = lease
 
     async def run_once(self) -> int:
-        now = self.service.clock()
-        limit = self.free
-        self.service.observe_credits()  # any answer since the last look may reopen a credit pause
-        gate = self.service.gate.open_for(now)
-        if gate == 0:
-            return 0
-        if gate > 0:
-            limit = min(limit, 1) if not self.tasks else 0
-        blocked = self.service.kallglot.blocked_until()
-        if limit <= 0 or blocked > now:
-            return 0
-        calls = await self.service.store.claim_calls_to_start(limit, now, self.lease, OWNER)
+        calls = await self.starting.due(self.free, len(self.tasks), self.lease, OWNER)
         for call in calls:
             self.launch(self._start(call))
         return len(calls)
@@ -147,7 +139,7 @@ class Starter(Loop):
         answer keeps the call, so another replica never claims it meanwhile."""
         renewer = asyncio.create_task(self._renew(call.session_id))
         try:
-            await self.service.start(call)
+            await self.starting.start(call)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -156,9 +148,8 @@ class Starter(Loop):
     async def _renew(self, session_id: str) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
-            now = self.service.clock()
             try:
-                kept = await self.service.store.renew_call_lease(session_id, OWNER, now + self.lease, now)
+                kept = await self.starting.renew(session_id, self.lease, OWNER)
             except StoreError as exc:
                 log.warning(
                     "starter.lease_renewal_failed", extra={"session_id": session_id, "error": str(exc)}
@@ -171,17 +162,14 @@ class Starter(Loop):
 class Poller(Loop):
     name = "poller"
 
-    def __init__(self, service: Service, **kwargs: Any) -> None:
-        super().__init__(service.wakeups.events["poll"], **kwargs)
-        self.service = service
+    def __init__(self, following: Following, wakeups: Wakeups, **kwargs: Any) -> None:
+        super().__init__(wakeups.events["poll"], **kwargs)
+        self.following = following
 
     async def run_once(self) -> int:
-        if self.free <= 0:
-            return 0
-        now = self.service.clock()
-        calls = await self.service.store.claim_calls_to_poll(self.free, now, POLL_LEASE, OWNER)
+        calls = await self.following.due(self.free, POLL_LEASE, OWNER)
         for call in calls:
-            self.launch(self.service.poll(call))
+            self.launch(self.following.poll(call))
         return len(calls)
 
 
@@ -223,22 +211,23 @@ class Deliverer(Loop):
 
     name = "deliverer"
 
-    def __init__(self, service: Service, *, handler_timeout: float = 60.0, **kwargs: Any) -> None:
-        super().__init__(service.wakeups.events["deliver"], **kwargs)
-        self.service = service
+    def __init__(
+        self, delivering: Delivering, wakeups: Wakeups, *, handler_timeout: float = 60.0, **kwargs: Any
+    ) -> None:
+        super().__init__(wakeups.events["deliver"], **kwargs)
+        self.delivering = delivering
+        handlers = delivering.handlers
         self.handler_timeout = handler_timeout
-        self.in_flight: dict[str, int] = dict.fromkeys(service.handlers, 0)
-        self.circuits = {
-            name: Circuit(name, options.circuit) for name, (options, _) in service.handlers.items()
-        }
-        self.next_slot: dict[str, float] = dict.fromkeys(service.handlers, 0.0)
-        self.concurrency = sum(options.concurrency for options, _ in service.handlers.values()) or 1
+        self.in_flight: dict[str, int] = dict.fromkeys(handlers, 0)
+        self.circuits = {name: Circuit(name, options.circuit) for name, (options, _) in handlers.items()}
+        self.next_slot: dict[str, float] = dict.fromkeys(handlers, 0.0)
+        self.concurrency = sum(options.concurrency for options, _ in handlers.values()) or 1
         self._paused_cache: dict[str, Any] = {}
         self._paused_read = float("-inf")
         self._paused_generation = 0
 
     def _circuit_changed(self, handler: str, is_open: bool) -> None:
-        self.service.metrics.circuit_open.labels(handler).set(1 if is_open else 0)
+        self.delivering.metrics.circuit_open.labels(handler).set(1 if is_open else 0)
         if is_open:
             log.warning("handler.circuit_open", extra={"handler": handler})
             report_outage(f"handler {handler}", "circuit opened after repeated delivery failures")
@@ -248,10 +237,10 @@ class Deliverer(Loop):
     async def run_once(self) -> int:
         launched = 0
         paused = await self._paused()
-        for name, (options, _) in self.service.handlers.items():
+        for name, (options, _) in self.delivering.handlers.items():
             if name in paused:
                 continue
-            now = self.service.clock()
+            now = self.delivering.clock()
             free = options.concurrency - self.in_flight[name]
             if options.rate_limit_per_second:
                 if self.next_slot[name] > now:
@@ -261,7 +250,7 @@ class Deliverer(Loop):
             if free <= 0:
                 continue
             lease = self.handler_timeout + 30.0
-            jobs = await self.service.store.claim_deliveries(name, free, now, lease, OWNER)
+            jobs = await self.delivering.due(name, free, lease, OWNER)
             if not jobs and self.circuits[name].probing:
                 self.circuits[name].probing = False
             for index, job in enumerate(jobs):
@@ -280,7 +269,7 @@ class Deliverer(Loop):
         if now - self._paused_read >= 1.0:
             while True:  # a pause made here while we read must not be hidden by what we read
                 generation = self._paused_generation
-                paused = dict(await self.service.store.paused_handlers())
+                paused = await self.delivering.paused()
                 if generation == self._paused_generation:
                     break
             self._paused_cache, self._paused_read = paused, now
@@ -295,16 +284,14 @@ class Deliverer(Loop):
         try:
             if delay:
                 await asyncio.sleep(delay)
-            error = await self.service.deliver(job, self.handler_timeout)
+            error = await self.delivering.deliver(job, self.handler_timeout)
             ok = error is None or isinstance(error, PermanentDeliveryError)
-            self.circuits[name].record(ok, self.service.clock(), self._circuit_changed)
+            self.circuits[name].record(ok, self.delivering.clock(), self._circuit_changed)
         except asyncio.CancelledError:
             # Shutdown cut the attempt short: give the delivery back now rather than leaving its
             # lease to expire, so another replica (or the next start) takes it at once.
             with contextlib.suppress(StoreError):
-                await asyncio.shield(
-                    self.service.store.release_delivery(job.delivery.id, self.service.clock())
-                )
+                await asyncio.shield(self.delivering.give_back(job))
             raise
         finally:
             self.in_flight[name] -= 1
@@ -321,7 +308,10 @@ class Maintenance(Loop):
 
     def __init__(
         self,
-        service: Service,
+        store: Store,
+        metrics: Metrics,
+        handlers: Sequence[str],
+        clock: Callable[[], float],
         *,
         event_retention: float,
         call_retention: float,
@@ -329,7 +319,10 @@ class Maintenance(Loop):
         session_memory: float | None = None,
     ) -> None:
         super().__init__(asyncio.Event(), tick=5.0, concurrency=1)
-        self.service = service
+        self.store = store
+        self.metrics = metrics
+        self.handlers = handlers
+        self.clock = clock
         #: Sessions already analysed are remembered this long (never less than the call rows).
         self.session_memory = max(call_retention, session_memory or 90 * 86400.0)
         self.event_retention = event_retention
@@ -338,16 +331,15 @@ class Maintenance(Loop):
         self._last_prune = 0.0
 
     async def run_once(self) -> int:
-        service = self.service
-        now = service.clock()
-        stats = await service.store.stats(now)
-        service.metrics.apply_stats(stats, service.handlers)
-        service.metrics.store_up.set(1)
+        now = self.clock()
+        stats = await self.store.stats(now)
+        self.metrics.apply_stats(stats, self.handlers)
+        self.metrics.store_up.set(1)
         if now - self._last_prune >= self.prune_every:
             self._last_prune = now
             total = (0, 0)
             while True:
-                events, calls = await service.store.prune(
+                events, calls = await self.store.prune(
                     now - self.event_retention, now - self.call_retention, 500
                 )
                 total = (total[0] + events, total[1] + calls)
@@ -356,7 +348,7 @@ class Maintenance(Loop):
                 await asyncio.sleep(0)  # let requests through between batches
             forgotten = 0
             while True:
-                count = await service.store.forget_sessions(now - self.session_memory, 500)
+                count = await self.store.forget_sessions(now - self.session_memory, 500)
                 forgotten += count
                 if count < 500:
                     break
@@ -373,7 +365,7 @@ class Maintenance(Loop):
             try:
                 await self.run_once()
             except StoreError as exc:
-                self.service.metrics.store_up.set(0)
+                self.metrics.store_up.set(0)
                 log.warning("maintenance.store_unavailable", extra={"error": str(exc)})
             except Exception as exc:
                 sentry_sdk.capture_exception(exc)

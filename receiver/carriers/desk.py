@@ -8,23 +8,24 @@ does not, the store keeps it unmatched until Kallglot's own session data (``prov
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import Gauge
 
 from receiver.events import SESSION_ID
-from receiver.service import Service
+from receiver.metrics import Metrics
+from receiver.store import Store
 from receiver.store.carrier_port import Applied, CarrierEvent, CarrierOutcome, CarrierPlan
 from receiver.store.keys import analysis_key
+from receiver.usecases import AnalysisSettings, Sessions, Wakeups
 
 log = logging.getLogger("receiver")
 
 #: While another leg of the session is still live, an ended leg waits at most this long for it.
 LEG_HOLD_SECONDS = 6 * 3600.0
 PRUNE_EVERY = 600.0
-_CALL_ID_KEYS = ("call_sid", "call_control_id", "provider_call_id")
 
 
 @dataclass(frozen=True)
@@ -38,34 +39,35 @@ class TelephonyConfig:
     retention_seconds: float = 30 * 86400.0
 
 
-def carrier_call_ids(data: dict[str, Any]) -> list[str]:
-    """Carrier call ids in Kallglot session data: ``provider.{call_sid,call_control_id}`` (OLD
-    session shape) or the same keys at the top level (``session.provider.*`` events)."""
-    found: list[str] = []
-    for where in (data.get("provider"), data):
-        if isinstance(where, dict):
-            for key in _CALL_ID_KEYS:
-                value = where.get(key)
-                if isinstance(value, str) and 0 < len(value) <= 200 and value not in found:
-                    found.append(value)
-    return found
-
-
 class Telephony:
-    def __init__(self, service: Service, config: TelephonyConfig) -> None:
-        self.service = service
+    def __init__(
+        self,
+        config: TelephonyConfig,
+        *,
+        store: Store,
+        settings: AnalysisSettings,
+        sessions: Sessions,
+        wakeups: Wakeups,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
         self.config = config
+        self.store = store
+        self.settings = settings
+        self.wakeups = wakeups
+        self.metrics = metrics
+        self.clock = clock
         self.unmatched = Gauge(
             "receiver_carrier_events_unmatched",
             "Carrier events kept until their call maps to a Kallglot session",
-            registry=service.metrics.registry,
+            registry=metrics.registry,
         )
-        service.session_observers.append(self.session_seen)
+        sessions.observers.append(self.session_seen)
         self._next_prune = 0.0
 
     @property
     def plan(self) -> CarrierPlan:
-        settings = self.service.settings
+        settings = self.settings
         return CarrierPlan(
             analysis_key=lambda session_id: analysis_key(session_id, settings.profile, settings.include),
             end_session=self.config.end_session,
@@ -76,7 +78,7 @@ class Telephony:
         )
 
     async def accept(self, event: CarrierEvent) -> Applied:
-        applied = await self.service.store.accept_carrier_event(event, self.plan, self.service.clock())
+        applied = await self.store.accept_carrier_event(event, self.plan, self.clock())
         self._after(event.source, event.carrier_call_id, applied)
         if applied.outcome is CarrierOutcome.UNMATCHED:
             await self.refresh_unmatched()
@@ -85,36 +87,34 @@ class Telephony:
 
     async def _maybe_prune(self) -> None:
         """One bounded batch every PRUNE_EVERY seconds, so carrier rows stay bounded like the calls."""
-        now = self.service.clock()
+        now = self.clock()
         if now < self._next_prune:
             return
         self._next_prune = now + PRUNE_EVERY
-        gone = await self.service.store.prune_carrier_events(now - self.config.retention_seconds, 500)
+        gone = await self.store.prune_carrier_events(now - self.config.retention_seconds, 500)
         if gone:
             log.info("carrier.pruned", extra={"rows": gone})
 
-    async def session_seen(self, session_id: str | None, data: dict[str, Any]) -> None:
+    async def session_seen(self, session_id: str | None, call_ids: tuple[str, ...]) -> None:
         """Kallglot told us about a session: map the carrier calls it names, apply what waited."""
         if session_id is None or not SESSION_ID.match(session_id):
             return
         matched = False
-        for call_id in carrier_call_ids(data):
-            for applied in await self.service.store.map_carrier_call(
-                call_id, session_id, self.plan, self.service.clock()
-            ):
+        for call_id in call_ids:
+            for applied in await self.store.map_carrier_call(call_id, session_id, self.plan, self.clock()):
                 matched = True
                 self._after("kallglot", call_id, applied)
         if matched:
             await self.refresh_unmatched()
 
     async def refresh_unmatched(self) -> None:
-        self.unmatched.set(await self.service.store.count_unmatched_carrier_events())
+        self.unmatched.set(await self.store.count_unmatched_carrier_events())
 
     def _after(self, source: str, call_id: str, applied: Applied) -> None:
         if applied.outcome in (CarrierOutcome.ACCEPTED, CarrierOutcome.MERGED):
-            self.service.wakeups("start")
+            self.wakeups("start")
         if applied.outcome is CarrierOutcome.SKIPPED:
-            self.service.metrics.analyses_skipped.labels("carrier_status").inc()
+            self.metrics.analyses_skipped.labels("carrier_status").inc()
         if applied.outcome is not CarrierOutcome.DUPLICATE:
             log.info(
                 f"carrier.{applied.outcome.value}",

@@ -78,7 +78,7 @@ def _telnyx(request: Request, desk: Telephony, body: bytes) -> CarrierEvent:
         body,
         desk.config.telnyx_key,
         tolerance_seconds=desk.config.tolerance_seconds,
-        now=desk.service.clock(),
+        now=desk.clock(),
     )
     return telnyx.parse(body, _query_session(request))
 
@@ -88,7 +88,7 @@ async def _carrier(request: Request, source: str, enabled: bool, parse: Parse) -
         setting = {"twilio": "RECEIVER_TWILIO_AUTH_TOKEN", "telnyx": "RECEIVER_TELNYX_PUBLIC_KEY"}[source]
         return error(404, "not_found", f"set {setting} to enable /events/{source}")
     desk = _telephony(request)
-    metrics = desk.service.metrics
+    metrics = desk.metrics
     try:
         body = await read_body(request, request.app.state.http.max_body)
         event = parse(request, desk, body)
@@ -147,7 +147,7 @@ async def admin_carrier_events(request: Request) -> Response:
     session = request.query_params.get("session_id")
     if session is not None and not SESSION_ID.match(session):
         return error(400, "bad_request", "session_id must be a session id such as sess_01HXYZ")
-    records = await http.service.store.list_carrier_events(session, 500)
+    records = await http.store.list_carrier_events(session, 500)
     return JSONResponse({"unmatched": session is None, "carrier_events": [event_view(r) for r in records]})
 
 

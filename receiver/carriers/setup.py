@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from receiver.carriers.desk import Telephony, TelephonyConfig
 from receiver.carriers.pbx import PbxConfig, compile_mapping
 from receiver.carriers.telnyx import public_key
-from receiver.service import Service
+from receiver.metrics import Metrics
 from receiver.settings import Settings
+from receiver.store import Store
+from receiver.usecases import AnalysisSettings, Sessions, Wakeups
 
 
-def build(settings: Settings, service: Service) -> tuple[Telephony, PbxConfig | None]:
+def build(
+    settings: Settings,
+    *,
+    store: Store,
+    analysis: AnalysisSettings,
+    sessions: Sessions,
+    wakeups: Wakeups,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> tuple[Telephony, PbxConfig | None]:
     """The carriers' desk, and the PBX options of ``/events/call-ended`` (None: unchanged)."""
 
     def ends(preset: bool | None) -> bool:
         return settings.end_session if preset is None else preset
 
     desk = Telephony(
-        service,
         TelephonyConfig(
             twilio_token=settings.twilio_auth_token.get_secret_value().strip()
             if settings.twilio_auth_token
@@ -31,6 +43,12 @@ def build(settings: Settings, service: Service) -> tuple[Telephony, PbxConfig | 
             tolerance_seconds=settings.webhook_tolerance_seconds,
             retention_seconds=settings.retention_days * 86400,
         ),
+        store=store,
+        settings=analysis,
+        sessions=sessions,
+        wakeups=wakeups,
+        metrics=metrics,
+        clock=clock,
     )
     pbx = None
     if settings.call_ended_mapping is not None or settings.inbound_bearer_token is not None:

@@ -137,13 +137,12 @@ async def overview(request: Request) -> Response:
     if isinstance(session, Response):
         return session
     http = request.app.state.http
-    service = http.service
-    now = service.clock()
-    stats = await service.store.stats(now)
-    pending = await service.store.pending_by_handler()
-    paused = await service.store.paused_handlers()
+    now = http.clock()
+    stats = await http.store.stats(now)
+    pending = await http.store.pending_by_handler()
+    paused = await http.store.paused_handlers()
     circuits = _circuits(request)
-    registry = service.metrics.registry
+    registry = http.metrics.registry
     credits = registry.get_sample_value("kallglot_api_credits_remaining")
     remaining = registry.get_sample_value("kallglot_api_ratelimit_remaining")
     limit = registry.get_sample_value("kallglot_api_ratelimit_limit")
@@ -157,7 +156,7 @@ async def overview(request: Request) -> Response:
             "circuit": "open" if circuits.get(name) else "closed",
             "paused": name in paused,
         }
-        for name in service.handlers
+        for name in http.handlers
     ]
     return _render(
         request,
@@ -169,7 +168,7 @@ async def overview(request: Request) -> Response:
         kallglot={
             "credits": f"{credits:.0f}" if credits is not None else "-",
             "ratelimit": ratelimit,
-            "paused": service.gate.paused_until > now,
+            "paused": http.gate.paused_until > now,
         },
         handlers=handlers,
     )
@@ -196,7 +195,7 @@ async def calls(request: Request) -> Response:
     error: str | None = None
     page: dict[str, Any] = {"data": [], "next_cursor": None}
     try:
-        page = await admin_ops.calls_page(request.app.state.http.service.store, {**filters, "cursor": cursor})
+        page = await admin_ops.calls_page(request.app.state.http.store, {**filters, "cursor": cursor})
     except HTTPException as exc:
         error = exc.detail
     next_url = (
@@ -223,9 +222,7 @@ async def call(request: Request) -> Response:
     if isinstance(session, Response):
         return session
     http = request.app.state.http
-    view = await admin_ops.call_detail(
-        http.service.store, request.path_params["session_id"], http.show_personal_data
-    )
+    view = await admin_ops.call_detail(http.store, request.path_params["session_id"], http.show_personal_data)
     if view is None:
         return _render(
             request,
@@ -247,9 +244,9 @@ async def dead_letters(request: Request) -> Response:
     session = _session_or_login(request)
     if isinstance(session, Response):
         return session
-    service = request.app.state.http.service
+    http = request.app.state.http
     handler = request.query_params.get("handler") or None
-    records = await service.store.list_dead_letters(handler, None, None, 200)
+    records = await http.store.list_dead_letters(handler, None, None, 200)
     return _render(
         request,
         "dead_letters.html",
@@ -257,7 +254,7 @@ async def dead_letters(request: Request) -> Response:
         page="dead",
         letters=[delivery_view(d) for d in records],
         handler=handler,
-        handler_names=list(service.handlers),
+        handler_names=list(http.handlers),
     )
 
 
@@ -265,8 +262,8 @@ async def handlers(request: Request) -> Response:
     session = _session_or_login(request)
     if isinstance(session, Response):
         return session
-    service = request.app.state.http.service
-    listing = await admin_ops.handler_list(service.store, list(service.handlers))
+    http = request.app.state.http
+    listing = await admin_ops.handler_list(http.store, list(http.handlers))
     return _render(request, "handlers.html", session, page="handlers", handlers=listing["data"])
 
 
@@ -279,14 +276,14 @@ def _who(request: Request) -> str:
 
 async def replay(request: Request) -> Response:
     _, form = await _form(request)
-    service = request.app.state.http.service
+    http = request.app.state.http
     back = _back(form, f"{BASE}/dead-letters")
     dry_run = form.get("dry_run") == "1"
     if form.get("bulk") == "dead":
         handler = form.get("handler") or None
-        if handler is not None and handler not in service.handlers:
+        if handler is not None and handler not in http.handlers:
             return _redirect(back, f"No handler named {handler}.")
-        records = await service.store.list_dead_letters(handler, None, None, 10_000)
+        records = await http.store.list_dead_letters(handler, None, None, 10_000)
         ids = [d.id for d in records]
         if not ids:
             return _redirect(back, "No dead letters to replay.")
@@ -297,10 +294,10 @@ async def replay(request: Request) -> Response:
             return _redirect(back, "Nothing to replay.")
         body = {"delivery_ids": [delivery_id], "dry_run": dry_run}
     answer = await admin_ops.replay_request(
-        service.store, tuple(service.handlers), body, _who(request), service.clock()
+        http.store, tuple(http.handlers), body, _who(request), http.clock()
     )
     if answer["replayed"]:
-        service.wakeups("deliver")
+        http.wakeups("deliver")
     if dry_run:
         message = f"Dry run: {answer['matched']} deliveries would be replayed (replay {answer['replay_id']})."
     else:
@@ -310,22 +307,22 @@ async def replay(request: Request) -> Response:
 
 async def pause_or_resume(request: Request) -> Response:
     await _form(request)
-    service = request.app.state.http.service
+    http = request.app.state.http
     name, action = request.path_params["name"], request.path_params["action"]
     answer = await admin_ops.pause_or_resume_handler(
-        service.store, list(service.handlers), name, action, _who(request), time.time()
+        http.store, list(http.handlers), name, action, _who(request), time.time()
     )
     admin_api.forget_pauses(request)
-    service.wakeups("deliver")
+    http.wakeups("deliver")
     state = "paused (its work stays queued)" if answer["paused"] else "resumed"
     return _redirect(f"{BASE}/handlers", f"{name} {state}.")
 
 
 async def resume_starting(request: Request) -> Response:
     await _form(request)
-    service = request.app.state.http.service
-    service.gate.resume()
-    service.wakeups("start")
+    http = request.app.state.http
+    http.gate.resume()
+    http.wakeups("start")
     return _redirect(BASE, "Starting resumed.")
 
 

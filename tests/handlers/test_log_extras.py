@@ -46,7 +46,7 @@ def reserved_extra_keys(source: str) -> list[tuple[int, str]]:
 
 def test_the_project_has_modules_to_check() -> None:
     names = {path.name for path in _modules()}
-    assert {"salesforce.py", "service.py", "workers.py"} <= names
+    assert {"salesforce.py", "starting.py", "workers.py"} <= names
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda path: str(path.relative_to(ROOT)))

@@ -50,7 +50,7 @@ def _assert_storable(value: object) -> None:
 
 
 async def test_an_analysis_with_unrepresentable_values_is_cleaned(client: KallglotClient) -> None:
-    analysis = await client.get_analysis("anl_1")
+    analysis = (await client.get_analysis("anl_1")).document
     assert analysis["summary"] == "ok \ufffd"
     assert analysis["sentiment"] == {"overall": None, "n": None, "big": None}
     assert analysis["\ufffdk"] == 1
@@ -58,7 +58,7 @@ async def test_an_analysis_with_unrepresentable_values_is_cleaned(client: Kallgl
 
 
 async def test_a_session_with_unrepresentable_values_is_cleaned(client: KallglotClient) -> None:
-    session = await client.get_session("sess_1")
+    session = (await client.get_session("sess_1")).document
     assert session["phone_number"] == "+14155550100"
     _assert_storable(session)
 

@@ -1,7 +1,7 @@
 """Issue 8 holes 7, 8, 9 and 12 through the real service, a real sandbox and both stores.
 
-The service is wired by hand here (no worker loops) where a test must act between two steps of one
-call: a "rolling update" is a second ``Service`` with other settings on the same database.
+The use cases are wired without worker loops here where a test must act between two steps of one
+call: a "rolling update" is a second set of use cases with other settings on the same database.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from receiver.app import analysis_settings
+from receiver.app import UseCases, analysis_settings, wire
 from receiver.cli import build_event
 from receiver.events import parse_kallglot_event
 from receiver.kallglot import MAX_RETRY_AFTER_SECONDS, KallglotClient, RateLimited, Unavailable
@@ -29,7 +29,6 @@ from receiver.lifecycle import CallState
 from receiver.metrics import Metrics
 from receiver.routing import Router
 from receiver.sandbox import DEV_API_KEY, Sandbox
-from receiver.service import Service
 from receiver.store import Accepted, Store, open_store
 from receiver.workers import Starter
 from tests.integration.harness import receiver_settings, sandbox_config, start_server, stop_server, wait_for
@@ -45,19 +44,14 @@ class World:
     database: str
     clients: list[KallglotClient]
 
-    def service(self, **settings: Any) -> Service:
+    def service(self, **settings: Any) -> UseCases:
+        """The use cases the app would wire, over the test's store and a client of the sandbox."""
         values = receiver_settings(self.sandbox_url, self.database, "http://127.0.0.1:9", _tmp(), **settings)
         metrics = Metrics()
         client = KallglotClient(f"{self.sandbox_url}/v1", DEV_API_KEY, metrics=metrics)
         self.clients.append(client)
-        return Service(
-            store=self.store,
-            kallglot=client,
-            metrics=metrics,
-            analysis=analysis_settings(values),
-            handlers={},
-            router=Router([]),
-            pause_seconds=(5.0, 10.0),
+        return wire(
+            self.store, client, {}, Router([]), metrics, analysis_settings(values), time.time, (5.0, 10.0)
         )
 
 
@@ -80,11 +74,11 @@ async def world(database: str) -> AsyncIterator[World]:
     await stop_server(server)
 
 
-async def _announce(service: Service, session_id: str, event_id: str | None = None) -> Accepted:
+async def _announce(service: UseCases, session_id: str, event_id: str | None = None) -> Accepted:
     payload = build_event("session.ended", session_id, None, time.time())
     if event_id:
         payload["id"] = event_id
-    return await service.accept_kallglot(parse_kallglot_event(json.dumps(payload).encode()))
+    return await service.intake.accept_kallglot(parse_kallglot_event(json.dumps(payload).encode()))
 
 
 async def _claim_one(store: Store, session_id: str, now: float, owner: str = "test") -> Any:
@@ -108,13 +102,13 @@ async def test_settings_changed_between_an_accepted_post_and_its_answer_keep_the
     before = world.service(analysis_include="summary,sentiment", analysis_profile="general")
     assert await _announce(before, "sess_h7") is Accepted.ACCEPTED
     world.sandbox.update_config({"error_after_effect_rate": 1.0})  # accepted and charged, answer lost
-    await before.start(await _claim_one(world.store, "sess_h7", time.time()))
+    await before.starting.start(await _claim_one(world.store, "sess_h7", time.time()))
     assert await _state(world.store, "sess_h7") is CallState.STARTING
     assert world.sandbox.stats()["credits_charged"] == 1
     # a rolling update reorders and extends the list before the retry
     world.sandbox.update_config({"error_after_effect_rate": 0.0})
     after = world.service(analysis_include="keywords,sentiment,summary", analysis_profile="sales")
-    await after.start(await _claim_one(world.store, "sess_h7", time.time() + FAR))
+    await after.starting.start(await _claim_one(world.store, "sess_h7", time.time() + FAR))
     assert await _state(world.store, "sess_h7") in (CallState.PROCESSING, CallState.COMPLETED)
     stats = world.sandbox.stats()
     assert stats["credits_charged"] == 1
@@ -129,11 +123,11 @@ async def test_a_session_announced_again_after_its_call_was_pruned_costs_no_seco
 ) -> None:
     service = world.service()
     assert await _announce(service, "sess_h8") is Accepted.ACCEPTED
-    await service.start(await _claim_one(world.store, "sess_h8", time.time()))
+    await service.starting.start(await _claim_one(world.store, "sess_h8", time.time()))
 
     async def polled_until_done() -> bool:
         for call in await world.store.claim_calls_to_poll(10, time.time() + FAR, 0.01, "test"):
-            await service.poll(call)
+            await service.following.poll(call)
         return await _state(world.store, "sess_h8") is CallState.DELIVERED  # no handler: at once
 
     await wait_for(polled_until_done, timeout=10, what="the analysis to finish")
@@ -150,7 +144,7 @@ async def test_a_start_waiting_longer_than_its_lease_keeps_the_call(world: World
     service = world.service()
     assert await _announce(service, "sess_lease") is Accepted.ACCEPTED
     world.sandbox.update_config({"response_delay_seconds": 3.0})  # a slow answer
-    starter = Starter(service, tick=0.05, lease=0.5)
+    starter = Starter(service.starting, service.wakeups, tick=0.05, lease=0.5)
     claimed_at = time.time()
     assert await starter.run_once() == 1
     await wait_for(
@@ -202,14 +196,14 @@ async def test_credits_seen_on_any_answer_reopen_the_start_gate_at_once(world: W
     service = world.service()
     world.sandbox.update_config({"credits": 0})
     assert await _announce(service, "sess_402") is Accepted.ACCEPTED
-    starter = Starter(service, tick=0.05)
+    starter = Starter(service.starting, service.wakeups, tick=0.05)
     assert await starter.run_once() == 1
     await starter.drain(10)
-    assert service.gate.reason is not None
-    assert service.gate.paused_until > time.time() + 3  # the next probe is seconds away
+    assert service.starting.gate.reason is not None
+    assert service.starting.gate.paused_until > time.time() + 3  # the next probe is seconds away
     assert await starter.run_once() == 0
     world.sandbox.update_config({"credits": 50})
-    await service.session_info("sess_other")  # any authenticated answer carries the balance
+    await service.sessions.info("sess_other")  # any authenticated answer carries the balance
     reopened = time.time()
     assert await starter.run_once() == 1
     await starter.drain(10)

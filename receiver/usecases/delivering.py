@@ -1,0 +1,160 @@
+"""Delivering: claim a handler's due deliveries and hand each finished call to its handler once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sentry_sdk
+
+from receiver.delivery import Delivery, DeliveryError, Handler, HandlerOptions, PermanentDeliveryError
+from receiver.metrics import Metrics
+from receiver.pacing import backoff
+from receiver.routing import document, narrow
+from receiver.store import DeliveryJob, Store
+from receiver.tracing import stage
+from receiver.usecases.common import Attempts, Sessions
+
+log = logging.getLogger("receiver")
+
+
+class Delivering:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        handlers: dict[str, tuple[HandlerOptions, Handler]],
+        attempts: Attempts,
+        sessions: Sessions,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.handlers = handlers
+        self.attempts = attempts
+        self.sessions = sessions
+        self.metrics = metrics
+        self.clock = clock
+
+    async def due(self, handler: str, free: int, lease: float, owner: str) -> list[DeliveryJob]:
+        """Claim up to ``free`` deliveries of ``handler`` that are due."""
+        return await self.store.claim_deliveries(handler, free, self.clock(), lease, owner)
+
+    async def paused(self) -> dict[str, Any]:
+        """Handlers paused by operators (stored, so every replica honours them)."""
+        return dict(await self.store.paused_handlers())
+
+    async def give_back(self, job: DeliveryJob) -> None:
+        """An attempt cut short (shutdown): due again at once, for any replica."""
+        await self.store.release_delivery(job.delivery.id, self.clock())
+
+    async def detect_orphans(self) -> dict[str, int]:
+        """At start-up: deliveries of handlers no longer configured become ``orphaned`` (and come
+        back to pending when their handler is configured again); one WARNING per handler."""
+        orphaned = await self.store.orphan_deliveries(list(self.handlers), self.clock())
+        for handler, count in sorted(orphaned.items()):
+            log.warning(
+                "delivery.orphaned",
+                extra={
+                    "handler": handler,
+                    "count": count,
+                    "hint": "handler not configured: discard or move them (admin API / CLI)",
+                },
+            )
+        self.metrics.set_orphaned(orphaned)
+        return orphaned
+
+    async def build_delivery(self, job: DeliveryJob, options: HandlerOptions) -> Delivery:
+        record = job.delivery
+        call = dict(job.call)
+        if options.enrich and ("metadata" not in call or not (call.get("from") or call.get("to"))):
+            session = await self.sessions.info(record.session_id)
+            if session is not None and session.phone_number and "phone_number" not in call:
+                call["phone_number"] = session.phone_number
+            if session is not None and session.metadata is not None:
+                call["metadata"] = {**session.metadata, **call.get("metadata", {})}
+        doc = narrow(
+            document(record.session_id, record.handler, record.status, call, job.analysis), options.fields
+        )
+        return Delivery(
+            id=record.id,
+            handler=record.handler,
+            session_id=record.session_id,
+            analysis_id=job.analysis_id,
+            status="completed" if record.status == "completed" else "failed",
+            attempt=record.attempts + 1,
+            created_at=datetime.fromtimestamp(record.created_at, UTC),
+            document=doc,
+        )
+
+    @stage("delivery", lambda job, timeout: job.delivery.session_id)
+    async def deliver(self, job: DeliveryJob, timeout: float) -> DeliveryError | None:
+        """One attempt; returns the classified error (None on success) after recording the outcome."""
+        record = job.delivery
+        options, handler = self.handlers[record.handler]
+        started = time.perf_counter()
+        error: DeliveryError | None = None
+        try:
+            delivery = await self.build_delivery(job, options)
+            await asyncio.wait_for(handler.deliver(delivery), timeout=timeout)
+        except DeliveryError as exc:
+            error = exc
+        except TimeoutError:
+            error = DeliveryError(f"no answer within {timeout:g}s")
+        except Exception as exc:
+            sentry_sdk.capture_exception(exc)
+            error = DeliveryError(f"unexpected {type(exc).__name__} in handler")
+        self.metrics.delivery_duration.labels(record.handler).observe(time.perf_counter() - started)
+        now = self.clock()
+        if error is None:
+            await self.store.mark_delivered(record.id, now)
+            await self.attempts.record(
+                record.session_id, "delivery", "delivered", None, handler=record.handler
+            )
+            self.metrics.deliveries.labels(record.handler, "delivered").inc()
+            self.metrics.call_to_delivery.labels(record.handler).observe(max(0.0, now - job.call_received_at))
+            log.info("delivery.delivered", extra={"session_id": record.session_id, "handler": record.handler})
+            return None
+        await self._failed(job, options, error, now)
+        return error
+
+    async def _failed(
+        self, job: DeliveryJob, options: HandlerOptions, error: DeliveryError, now: float
+    ) -> None:
+        record = job.delivery
+        policy = options.retry
+        attempts = record.attempts + 1
+        first = record.first_attempt_at or now
+        delay = error.retry_after or backoff(
+            attempts, initial=policy.initial_seconds, maximum=policy.max_seconds, multiplier=policy.multiplier
+        )
+        exhausted = now + delay - first > policy.horizon_seconds or (
+            policy.max_attempts is not None and attempts >= policy.max_attempts
+        )
+        if isinstance(error, PermanentDeliveryError) or exhausted:
+            await self.store.dead_letter(record.id, error.reason, now)
+            await self.attempts.record(record.session_id, "delivery", "dead", error, handler=record.handler)
+            self.metrics.deliveries.labels(record.handler, "dead_lettered").inc()
+            log.warning(
+                "delivery.dead_lettered",
+                extra={"session_id": record.session_id, "handler": record.handler, "reason": error.reason},
+            )
+            return
+        await self.store.retry_delivery(record.id, now + delay, error.reason, now)
+        await self.attempts.record(
+            record.session_id, "delivery", "retry", error, handler=record.handler, next_at=now + delay
+        )
+        self.metrics.deliveries.labels(record.handler, "retried").inc()
+        log.warning(
+            "delivery.retry",
+            extra={
+                "session_id": record.session_id,
+                "handler": record.handler,
+                "reason": error.reason,
+                "retry_in": round(delay, 3),
+            },
+        )
