@@ -6,7 +6,6 @@ and anything that keeps us from storing an event is a 503 so that the sender ret
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ from starlette.routing import Route
 
 from receiver.admin import call_view, delivery_view, parse_since
 from receiver.admin_api import ADMIN_ROUTES as OPERATOR_ROUTES
+from receiver.admin_ops import authorize
 from receiver.events import (
     ANALYSIS_TYPES,
     SESSION_END_TYPES,
@@ -193,12 +193,7 @@ async def metrics(request: Request) -> Response:
 
 
 def _authorize(request: Request) -> HttpState:
-    http = _state(request)
-    if http.admin_token is None:
-        raise HTTPException(404, "set RECEIVER_ADMIN_TOKEN to enable /admin")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), http.admin_token.encode()):
-        raise HTTPException(401, "a valid 'Authorization: Bearer <RECEIVER_ADMIN_TOKEN>' is required")
+    http: HttpState = authorize(request)
     return http
 
 
