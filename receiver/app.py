@@ -53,6 +53,8 @@ from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
 
 log = logging.getLogger("receiver")
 
+USER_AGENT = f"kallglot-receiver/{VERSION}"
+
 
 @dataclass
 class Runtime:
@@ -176,6 +178,120 @@ def wire(
     )
 
 
+def build_metrics(handler_options: list[HandlerOptions]) -> Metrics:
+    metrics = Metrics()
+    metrics.declare_handlers(options.name for options in handler_options)
+    metrics.credits_paused.set(0)
+    return metrics
+
+
+def build_kallglot(
+    settings: Settings,
+    metrics: Metrics,
+    clock: Callable[[], float],
+    transport: httpx.AsyncBaseTransport | None,
+) -> KallglotClient:
+    api_key = settings.kallglot_api_key.get_secret_value() if settings.kallglot_api_key else ""
+    return KallglotClient(
+        settings.kallglot_api_url,
+        api_key,
+        metrics=metrics,
+        timeout=settings.kallglot_timeout_seconds,
+        transport=transport,
+        clock=clock,
+        user_agent=USER_AGENT,
+        rate_share=settings.kallglot_rate_share,
+    )
+
+
+def build_handlers(
+    handler_options: list[HandlerOptions], kallglot: KallglotClient, clock: Callable[[], float]
+) -> dict[str, tuple[HandlerOptions, Handler]]:
+    """One handler per configured destination, in configuration order, sharing one context."""
+    context = HandlerContext(
+        kallglot=HandlerReader(kallglot), clock=clock, sleep=asyncio.sleep, user_agent=USER_AGENT
+    )
+    return {options.name: (options, build_handler(options, context)) for options in handler_options}
+
+
+async def detect_orphans(delivering: Delivering) -> None:
+    try:  # issue 8 hole 9: deliveries of handlers no longer configured become orphaned
+        await delivering.detect_orphans()
+    except StoreError as exc:  # never claimed anyway: the next start-up looks again
+        log.warning("delivery.orphan_check_failed", extra={"error": str(exc)})
+
+
+def build_http_state(
+    settings: Settings,
+    cases: UseCases,
+    db: Store,
+    handler_names: list[str],
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> HttpState:
+    """What the endpoints of both listeners share: the use cases they hand work to and the secrets."""
+    return HttpState(
+        intake=cases.intake,
+        store=db,
+        handlers=handler_names,
+        gate=cases.starting.gate,
+        wakeups=cases.wakeups,
+        metrics=metrics,
+        clock=clock,
+        kallglot_secrets=[s.get_secret_value() for s in settings.kallglot_webhook_secrets],
+        inbound_secrets=[s.get_secret_value() for s in settings.inbound_secrets],
+        admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+        tolerance=settings.webhook_tolerance_seconds,
+        max_body=settings.max_body_bytes,
+        show_personal_data=settings.admin_show_personal_data,
+    )
+
+
+def build_loops(
+    settings: Settings,
+    cases: UseCases,
+    db: Store,
+    handler_names: list[str],
+    metrics: Metrics,
+    clock: Callable[[], float],
+    worker_tick: float,
+) -> list[Loop]:
+    """The background loops: each asks its use case for due work; maintenance trims the store."""
+    wakeups = cases.wakeups
+    return [
+        Starter(cases.starting, wakeups, tick=worker_tick, concurrency=settings.start_concurrency),
+        Poller(cases.following, wakeups, tick=worker_tick, concurrency=settings.poll_concurrency),
+        Deliverer(cases.delivering, wakeups, tick=worker_tick),
+        Maintenance(
+            db,
+            metrics,
+            handler_names,
+            clock,
+            event_retention=settings.event_retention_hours * 3600,
+            call_retention=settings.retention_days * 86400,
+            session_memory=settings.session_memory_days * 86400,
+        ),
+    ]
+
+
+def start_loops(loops: list[Loop], metrics: Metrics, http: HttpState, grace: float) -> Runtime:
+    """Start every loop as a task owned by the returned ``Runtime`` (which drains them)."""
+    runtime = Runtime(metrics=metrics, loops=loops, stop=asyncio.Event(), http=http, grace=grace)
+    runtime.tasks = [asyncio.create_task(loop.run(runtime.stop), name=loop.name) for loop in loops]
+    return runtime
+
+
+async def close_resources(
+    handlers: dict[str, tuple[HandlerOptions, Handler]], kallglot: KallglotClient, db: Store
+) -> None:
+    """Close in the reverse order of building; a handler failing to close does not keep the rest open."""
+    for _, handler in handlers.values():
+        with contextlib.suppress(Exception):
+            await handler.aclose()
+    await kallglot.aclose()
+    await db.close()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -194,7 +310,6 @@ def create_app(
     settings.require_production_secrets()
     handler_options = parse_handlers(settings.handlers)
     routes = [Route(options) for options in handler_options]
-    api_key = settings.kallglot_api_key.get_secret_value() if settings.kallglot_api_key else ""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -203,28 +318,9 @@ def create_app(
         db = await prepare_store(
             store or open_store(settings.database_url.get_secret_value()), settings, clock
         )
-        metrics = Metrics()
-        metrics.declare_handlers(options.name for options in handler_options)
-        metrics.credits_paused.set(0)
-        kallglot = KallglotClient(
-            settings.kallglot_api_url,
-            api_key,
-            metrics=metrics,
-            timeout=settings.kallglot_timeout_seconds,
-            transport=kallglot_transport,
-            clock=clock,
-            user_agent=f"kallglot-receiver/{VERSION}",
-            rate_share=settings.kallglot_rate_share,
-        )
-        context = HandlerContext(
-            kallglot=HandlerReader(kallglot),
-            clock=clock,
-            sleep=asyncio.sleep,
-            user_agent=f"kallglot-receiver/{VERSION}",
-        )
-        handlers: dict[str, tuple[HandlerOptions, Handler]] = {}
-        for options in handler_options:
-            handlers[options.name] = (options, build_handler(options, context))
+        metrics = build_metrics(handler_options)
+        kallglot = build_kallglot(settings, metrics, clock, kallglot_transport)
+        handlers = build_handlers(handler_options, kallglot, clock)
         cases = wire(
             db,
             kallglot,
@@ -235,59 +331,21 @@ def create_app(
             clock,
             pause_seconds or (15.0, settings.start_probe_max_seconds),
         )
-        wakeups = cases.wakeups
-        try:  # issue 8 hole 9: deliveries of handlers no longer configured become orphaned
-            await cases.delivering.detect_orphans()
-        except StoreError as exc:  # never claimed anyway: the next start-up looks again
-            log.warning("delivery.orphan_check_failed", extra={"error": str(exc)})
-        db.subscribe(wakeups)
+        await detect_orphans(cases.delivering)
+        db.subscribe(cases.wakeups)
         app.state.telephony, app.state.pbx = build_telephony(
             settings,
             store=db,
             analysis=cases.intake.settings,
             sessions=cases.sessions,
-            wakeups=wakeups,
+            wakeups=cases.wakeups,
             metrics=metrics,
             clock=clock,
         )
         await app.state.telephony.refresh_unmatched()
-        app.state.http = HttpState(
-            intake=cases.intake,
-            store=db,
-            handlers=list(handlers),
-            gate=cases.starting.gate,
-            wakeups=wakeups,
-            metrics=metrics,
-            clock=clock,
-            kallglot_secrets=[s.get_secret_value() for s in settings.kallglot_webhook_secrets],
-            inbound_secrets=[s.get_secret_value() for s in settings.inbound_secrets],
-            admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
-            tolerance=settings.webhook_tolerance_seconds,
-            max_body=settings.max_body_bytes,
-            show_personal_data=settings.admin_show_personal_data,
-        )
-        loops: list[Loop] = [
-            Starter(cases.starting, wakeups, tick=worker_tick, concurrency=settings.start_concurrency),
-            Poller(cases.following, wakeups, tick=worker_tick, concurrency=settings.poll_concurrency),
-            Deliverer(cases.delivering, wakeups, tick=worker_tick),
-            Maintenance(
-                db,
-                metrics,
-                list(handlers),
-                clock,
-                event_retention=settings.event_retention_hours * 3600,
-                call_retention=settings.retention_days * 86400,
-                session_memory=settings.session_memory_days * 86400,
-            ),
-        ]
-        runtime = Runtime(
-            metrics=metrics,
-            loops=loops,
-            stop=asyncio.Event(),
-            http=app.state.http,
-            grace=settings.shutdown_grace_seconds,
-        )
-        runtime.tasks = [asyncio.create_task(loop.run(runtime.stop), name=loop.name) for loop in loops]
+        app.state.http = build_http_state(settings, cases, db, list(handlers), metrics, clock)
+        loops = build_loops(settings, cases, db, list(handlers), metrics, clock, worker_tick)
+        runtime = start_loops(loops, metrics, app.state.http, settings.shutdown_grace_seconds)
         app.state.runtime = runtime
         log.info("receiver.started", extra={"handlers": list(handlers), "trigger": settings.trigger})
         for hook in on_ready or ():
@@ -297,20 +355,25 @@ def create_app(
         finally:
             cancelled = await runtime.drain()
             log.info("receiver.stopped", extra={"cancelled_in_flight": cancelled})
-            for _, handler in handlers.values():
-                with contextlib.suppress(Exception):
-                    await handler.aclose()
-            await kallglot.aclose()
-            await db.close()
+            await close_resources(handlers, kallglot, db)
             for hook in on_shutdown or ():
                 await hook()
 
+    return build_apps(settings, lifespan, mounts or [])
+
+
+def build_apps(
+    settings: Settings,
+    lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]],
+    mounts: list[Mount],
+) -> Starlette:
+    """The public app (with the lifespan) and the admin app sharing its state (``admin_app``)."""
     middleware = [
         Middleware(RequestMetrics),
         Middleware(BodyDeadline, seconds=settings.body_timeout_seconds),
     ]
     public = Starlette(
-        routes=[*PUBLIC_ROUTES, *CARRIER_PUBLIC_ROUTES, *(mounts or [])],
+        routes=[*PUBLIC_ROUTES, *CARRIER_PUBLIC_ROUTES, *mounts],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,
         lifespan=lifespan,
