@@ -8,9 +8,7 @@ spelled as the environment variable (``RECEIVER_POLL_AFTER_SECONDS``) or as the 
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,21 +18,20 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from receiver import redact
-from receiver.secret_settings import (
-    SecretFileError,
-    SecretFileSource,
-    SigningSecret,
-    StandardWebhooksSecret,
+from receiver.secret_settings import SigningSecret, StandardWebhooksSecret
+from receiver.settings_masking import mask, mask_handler
+from receiver.settings_sources import (
+    ConfigError,
+    SecretFiles,
+    YamlFileSource,
+    aliases,
+    field_env_name,
 )
+
+__all__ = ["ANALYSIS_COMPONENTS", "ConfigError", "Settings", "env_name", "load_settings"]
 
 ANALYSIS_COMPONENTS = ("summary", "sentiment", "compliance", "keywords", "performance")
 DEFAULT_API_URL = "https://api.kallglot.com/v1"
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class ConfigError(Exception):
-    """A setting is wrong or missing; the message is one line that names it."""
 
 
 def _env(name: str, field_name: str, default: Any = None, **kwargs: Any) -> Any:
@@ -254,7 +251,7 @@ class Settings(BaseSettings):
         return (
             init_settings,
             env_settings,
-            _SecretFiles(settings_cls, env_name),
+            SecretFiles(settings_cls, env_name),
             YamlFileSource(settings_cls),
         )
 
@@ -272,153 +269,14 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {}
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
-            out[env_name(name, info)] = _mask(value)
-        out["RECEIVER_HANDLERS"] = [_mask_handler(h) for h in self.handlers]
+            out[env_name(name, info)] = mask(value)
+        out["RECEIVER_HANDLERS"] = [mask_handler(h) for h in self.handlers]
         return out
-
-
-_SECRET_KEYS = re.compile(r"(token|secret|password|key|dsn|credential|webhook_url)$", re.IGNORECASE)
-_NOT_SECRET = {"key", "kms_key_id"}
-
-
-def _mask(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return _mask_secret(value.get_secret_value())
-    if isinstance(value, list):
-        return [_mask(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    return redact.mask_urls(value)
-
-
-def _mask_secret(text: str) -> str:
-    """A secret URL keeps its readable parts when masking hid something; anything else is ``***``."""
-    if redact.looks_like_url(text):
-        shown = redact.mask_url(text)
-        if shown != text or not _URL_CAN_HIDE_SECRETS.search(text):
-            return shown
-    return "***"
-
-
-# A URL with nothing recognisably secret is still all secret when it has a path or query that could
-# hold one (a webhook path token); only a bare scheme://host[:port][/file-path] is shown as is.
-_URL_CAN_HIDE_SECRETS = re.compile(r"^(https?|wss?)://")
-
-
-def _mask_handler(handler: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in handler.items():
-        if key == "headers" and isinstance(value, dict):
-            out[key] = {name: "***" for name in value}
-        elif key not in _NOT_SECRET and _SECRET_KEYS.search(key) and value:
-            out[key] = _mask_secret(value) if isinstance(value, str) else "***"
-        else:
-            out[key] = redact.mask_urls(value)
-    return out
 
 
 def env_name(field_name: str, info: FieldInfo | None = None) -> str:
     """The environment variable of a field (what error messages and check-config show)."""
-    info = info or Settings.model_fields.get(field_name)
-    alias = info.validation_alias if info else None
-    if isinstance(alias, AliasChoices):
-        first = alias.choices[0]
-        if isinstance(first, str):
-            return first
-    return field_name
-
-
-def _aliases() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, info in Settings.model_fields.items():
-        out[name.lower()] = name
-        out[env_name(name, info).lower()] = name
-    return out
-
-
-def substitute_env(value: Any, environ: Mapping[str, str]) -> Any:
-    """Replace ``${VAR}`` in every string of a parsed YAML value; an unset variable is an error.
-
-    Substituting into the parsed values, not the text, keeps a value verbatim whatever it holds
-    (`` #``, ``: ``, a newline, a leading ``*``, ``&`` or ``!`` would otherwise change the file).
-    """
-    memo: dict[int, Any] = {}
-
-    def walk(item: Any) -> Any:
-        if isinstance(item, str):
-            return _VAR.sub(repl, item)
-        if not isinstance(item, list | dict):
-            return item
-        if id(item) in memo:  # YAML anchors share (and may nest) one object
-            return memo[id(item)]
-        if isinstance(item, list):
-            out_list: list[Any] = []
-            memo[id(item)] = out_list
-            out_list.extend(walk(element) for element in item)
-            return out_list
-        out_dict: dict[Any, Any] = {}
-        memo[id(item)] = out_dict
-        for key, element in item.items():
-            out_dict[key] = walk(element)
-        return out_dict
-
-    def repl(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in environ:
-            raise ConfigError(f"RECEIVER_CONFIG_FILE refers to ${{{name}}}, which is not set")
-        return environ[name]
-
-    return walk(value)
-
-
-class _SecretFiles(SecretFileSource):
-    """``NAME_FILE`` for every secret setting (receiver/secret_settings.py), errors as ConfigError."""
-
-    def __call__(self) -> dict[str, Any]:
-        try:
-            return super().__call__()
-        except SecretFileError as exc:
-            raise ConfigError(str(exc)) from None
-
-
-class YamlFileSource(PydanticBaseSettingsSource):
-    """The YAML file named by RECEIVER_CONFIG_FILE, lowest priority above the defaults."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("RECEIVER_CONFIG_FILE")
-        if not path:
-            return {}
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"invalid setting RECEIVER_CONFIG_FILE: cannot read {path}: {exc.strerror}"
-            ) from None
-        try:
-            data = substitute_env(yaml.safe_load(text), os.environ)
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"invalid setting RECEIVER_CONFIG_FILE: {path} is not valid YAML ({_one_line(exc)})"
-            ) from None
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"invalid setting RECEIVER_CONFIG_FILE: {path} must hold a mapping")
-        aliases = _aliases()
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            name = aliases.get(str(key).lower())
-            if name is None:
-                raise ConfigError(f"invalid setting RECEIVER_CONFIG_FILE: unknown key {key!r} in {path}")
-            out[name] = value
-        return out
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+    return field_env_name(field_name, info or Settings.model_fields.get(field_name))
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -428,7 +286,7 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = [str(part) for part in error["loc"]]
-        field = _aliases().get(loc[0].lower(), loc[0]) if loc else "?"
+        field = aliases(Settings).get(loc[0].lower(), loc[0]) if loc else "?"
         where = env_name(field) + "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in loc[1:])
         raise ConfigError(f"invalid setting {where}: {error['msg']}") from None
     except SettingsError as exc:
