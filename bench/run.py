@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 import pgcluster  # noqa: E402  (bench/, next to this script)
 import ratelimit  # noqa: E402
 
-from receiver.cli import build_event  # noqa: E402  (the same events `kallglot-receiver send` builds)
+from receiver.commands.send import build_event  # noqa: E402  (the same events `kallglot-receiver send` builds)
 from receiver.signing import sign_kallglot  # noqa: E402
 
 SECRET = "bench_webhook_secret_0123456789"

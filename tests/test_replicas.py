@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
-from receiver.cli import build_event
+from receiver.commands.send import build_event
 from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET
 from receiver.signing import sign_kallglot
 from tests.pg import (  # noqa: F401

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 SUCCESS, FAILED, USAGE = 0, 1, 2
 
 
@@ -12,3 +14,9 @@ class CommandFailed(Exception):
     def __init__(self, message: str, code: int = FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+def fail(message: str) -> int:
+    """Print ``message`` as the CLI's one error line; the usage/configuration exit code."""
+    print(f"kallglot-receiver: {message}", file=sys.stderr)
+    return USAGE

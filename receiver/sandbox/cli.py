@@ -1,4 +1,4 @@
-"""Command-line flags for the sandbox's knobs; the ``sandbox`` command itself lives in ``receiver.cli``."""
+"""Command-line flags for the sandbox's knobs; the ``sandbox`` command itself lives in ``receiver.commands.sandbox``."""
 
 from __future__ import annotations
 

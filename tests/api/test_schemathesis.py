@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from receiver.carriers import dev, telnyx
-from receiver.cli import DEV_ADMIN_TOKEN, DEV_INBOUND_SECRET
+from receiver.commands.sandbox import DEV_ADMIN_TOKEN, DEV_INBOUND_SECRET
 from receiver.openapi import document
 from receiver.sandbox import DEV_WEBHOOK_SECRET
 from receiver.signing import sign_kallglot, sign_standard_webhooks

@@ -22,7 +22,8 @@ import httpx
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from receiver.cli import DEV_INBOUND_SECRET, build_event
+from receiver.commands.sandbox import DEV_INBOUND_SECRET
+from receiver.commands.send import build_event
 from receiver.sandbox import DEV_WEBHOOK_SECRET
 from receiver.signing import sign_kallglot, sign_standard_webhooks
 from tests.integration.harness import Sink, start_server, stop_server, wait_for

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver.cli import build_event
+from receiver.commands.send import build_event
 from receiver.listeners import Address, bind, make_server
 from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET, Sandbox, SandboxConfig
 from receiver.settings import load_settings

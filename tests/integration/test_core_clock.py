@@ -19,7 +19,7 @@ import pytest
 from starlette.applications import Starlette
 
 from receiver.app import Runtime, admin_app, create_app
-from receiver.cli import build_event
+from receiver.commands.send import build_event
 from receiver.lifecycle import CallState
 from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET, Sandbox
 from receiver.signing import sign_kallglot

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from receiver.app import UseCases, analysis_settings, wire
-from receiver.cli import build_event
+from receiver.commands.send import build_event
 from receiver.events import parse_kallglot_event
 from receiver.kallglot import MAX_RETRY_AFTER_SECONDS, KallglotClient, RateLimited, Unavailable
 from receiver.lifecycle import CallState

@@ -151,7 +151,7 @@ def test_a_secret_and_its_file_together_are_an_error(tmp_path: Path, monkeypatch
 
 
 def test_the_sandbox_development_secrets_obey_the_rule() -> None:
-    from receiver.cli import sandbox_overrides
+    from receiver.commands.sandbox import sandbox_overrides
 
     settings = load_settings(**sandbox_overrides(8080))
     assert settings.admin_token is not None
