@@ -4,16 +4,8 @@ Answers come back as typed values (``StartedAnalysis``, ``Analysis``, ``SessionI
 Kallglot's JSON in ``receiver.kallglot_answers`` alone; handlers get the raw documents through
 ``HandlerReader``. Every value and every error carries Kallglot's ``X-Request-ID`` (``request_id``).
 
-Errors (each carries ``operation``, ``status``, ``code`` and a message without secrets)::
-
-    KallglotError
-     ├── Unavailable           5xx, timeouts, connection errors: retry with backoff
-     ├── RateLimited           429: retry after ``retry_after`` (the budget blocks everyone until then)
-     ├── Retryable             409 idempotency_conflict, transcript not ready: retry with backoff
-     ├── StartingPaused        402 insufficient_api_credits, 403 organization_inactive, 401: keep calls
-     │                         queued, pause starting, resume by itself
-     ├── NotFound              404: the call fails with a reason
-     └── Rejected              any other 4xx: the call fails with a reason
+Errors are the tree of ``receiver.kallglot_errors`` (re-exported here), where ``classify`` and
+``next_attempt`` decide, without I/O, what an answer means and when to try again.
 
 Every response updates the credit and rate-limit gauges and the one rate budget
 (``receiver.pacing.Budget`` behind ``receiver.throttle.Throttle``) that every request waits on.
@@ -32,66 +24,37 @@ import httpx
 
 from receiver import jsonsafe, kallglot_answers
 from receiver.kallglot_answers import Analysis, SessionInfo, StartedAnalysis
+from receiver.kallglot_errors import (
+    MAX_RETRY_AFTER_SECONDS,
+    KallglotError,
+    NotFound,
+    RateLimited,
+    Rejected,
+    Retryable,
+    StartingPaused,
+    Unavailable,
+    classify,
+    error_body,
+    next_attempt,
+)
 from receiver.metrics import Metrics
-from receiver.pacing import Budget, parse_rate_limit, parse_retry_after
+from receiver.pacing import Budget, RateLimit, parse_rate_limit
 from receiver.throttle import Priority, Throttle
 
+__all__ = [
+    "MAX_RETRY_AFTER_SECONDS",
+    "HandlerReader",
+    "KallglotClient",
+    "KallglotError",
+    "NotFound",
+    "RateLimited",
+    "Rejected",
+    "Retryable",
+    "StartingPaused",
+    "Unavailable",
+]
+
 log = logging.getLogger("receiver.kallglot")
-
-#: The longest wait any answer may impose (a 429 ``Retry-After``, a body ``retry_after``): far below
-#: the ~24 h for which Kallglot keeps an Idempotency-Key, so a retried start is always recognised.
-MAX_RETRY_AFTER_SECONDS = 3600.0
-
-
-class KallglotError(Exception):
-    def __init__(
-        self,
-        operation: str,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        retry_after: float | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.operation = operation
-        self.status = status
-        self.code = code
-        self.retry_after = retry_after
-        #: Kallglot's ``X-Request-ID`` of the answer, the id their support asks for.
-        self.request_id = request_id
-
-    @property
-    def reason(self) -> str:
-        status = f"HTTP {self.status}" if self.status else "no response"
-        code = f" {self.code}" if self.code else ""
-        return f"Kallglot {self.operation}: {status}{code}: {self}"
-
-
-class Unavailable(KallglotError):
-    pass
-
-
-class RateLimited(KallglotError):
-    pass
-
-
-class Retryable(KallglotError):
-    pass
-
-
-class StartingPaused(KallglotError):
-    pass
-
-
-class NotFound(KallglotError):
-    pass
-
-
-class Rejected(KallglotError):
-    pass
-
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -101,27 +64,6 @@ def _header_number(headers: httpx.Headers, name: str) -> float | None:
         return float(headers[name]) if name in headers else None
     except ValueError:
         return None
-
-
-def _capped(seconds: float | None) -> float | None:
-    """A wait Kallglot asked for, within [0, MAX_RETRY_AFTER_SECONDS] (NaN: none)."""
-    if seconds is None or seconds != seconds:
-        return None
-    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
-
-
-def _error_body(response: httpx.Response) -> tuple[str | None, str, float | None]:
-    try:
-        data = jsonsafe.loads(response.content, strict=False)
-    except jsonsafe.UnsafeJSON:
-        return None, response.reason_phrase or "error", None
-    error = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(error, dict):
-        return None, response.reason_phrase or "error", None
-    code = error.get("code") if isinstance(error.get("code"), str) else None
-    message = error.get("message") if isinstance(error.get("message"), str) else ""
-    retry_after = error.get("retry_after")
-    return code, str(message)[:300], float(retry_after) if isinstance(retry_after, int | float) else None
 
 
 class KallglotClient:
@@ -166,6 +108,21 @@ class KallglotClient:
         self.throttle.budget.lost(ticket)
         self.throttle.answered()
 
+    def _observe(self, response: httpx.Response, ticket: int, sent_at: float, now: float) -> RateLimit | None:
+        """Feed an answer's rate-limit and credit headers to the budget, the gauges and
+        ``credits_remaining``; a 429 is answered to the throttle later, once its wait is known."""
+        rate = parse_rate_limit(response.headers, now)
+        self.throttle.budget.observe(rate, ticket, sent_at, now)
+        if response.status_code != 429:
+            self.throttle.answered()
+        remaining = _header_number(response.headers, "x-api-credits-remaining")
+        if remaining is not None:
+            self.credits_remaining = remaining
+        self._metrics.observe_kallglot(
+            remaining, _header_number(response.headers, "x-api-credits-used"), rate
+        )
+        return rate
+
     async def _request(
         self,
         operation: str,
@@ -176,7 +133,6 @@ class KallglotClient:
         json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        budget = self.throttle.budget
         ticket = await self.throttle.acquire(Priority.START if group == "start" else Priority.OTHER)
         sent_at = self._clock()
         started = time.perf_counter()
@@ -196,55 +152,23 @@ class KallglotClient:
         self._metrics.kallglot_request(operation, str(response.status_code), time.perf_counter() - started)
         _log_response(operation, response)
         now = self._clock()
-        rate = parse_rate_limit(response.headers, now)
-        budget.observe(rate, ticket, sent_at, now)
-        if response.status_code != 429:
-            self.throttle.answered()
-        remaining = _header_number(response.headers, "x-api-credits-remaining")
-        if remaining is not None:
-            self.credits_remaining = remaining
-        self._metrics.observe_kallglot(
-            remaining, _header_number(response.headers, "x-api-credits-used"), rate
-        )
-        if response.status_code < 400:
-            return response
-        code, message, body_retry = _error_body(response)
+        rate = self._observe(response, ticket, sent_at, now)
         status = response.status_code
-        if status == 429:
-            retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-            if retry_after is None:
-                retry_after = body_retry
-            if retry_after is None and rate is not None and rate.reset_at is not None:
-                retry_after = max(0.0, rate.reset_at - now)
-            capped = _capped(retry_after)
-            retry_after = 30.0 if capped is None else capped
-            budget.refused(retry_after, now)
+        if status < 400:
+            return response
+        code, message, body_retry = error_body(response.content, response.reason_phrase)
+        error = classify(status, code) or Unavailable  # never None: the answer is an error
+        retry_after = next_attempt(
+            status,
+            retry_after=response.headers.get("retry-after"),
+            body_retry_after=body_retry,
+            reset_at=rate.reset_at if rate is not None else None,
+            now=now,
+        )
+        if error is RateLimited:
+            assert retry_after is not None  # a 429 always has a wait
+            self.throttle.budget.refused(retry_after, now)
             self.throttle.answered()
-            raise RateLimited(
-                operation,
-                message,
-                status=status,
-                code=code,
-                retry_after=retry_after,
-                request_id=_request_id(response),
-            )
-        retry_after = parse_retry_after(response.headers.get("retry-after"), now) or body_retry
-        retry_after = _capped(retry_after)
-        error: type[KallglotError]
-        if status >= 500:
-            error = Unavailable
-        elif (
-            status == 402
-            or (status == 403 and code in (None, "organization_inactive", "organization_suspended"))
-            or status == 401
-        ):
-            error = StartingPaused
-        elif status == 404:
-            error = NotFound
-        elif status == 409 or "transcript" in (code or "") or status == 425:
-            error = Retryable
-        else:
-            error = Rejected
         raise error(
             operation,
             message,
