@@ -33,7 +33,7 @@ from receiver.metrics import Metrics
 from receiver.openapi import openapi_json
 from receiver.signing import SignatureError, verify_kallglot, verify_standard_webhooks
 from receiver.slowclients import BodyTimeout
-from receiver.store import Accepted, Store, StoreError
+from receiver.store import EventOutcome, Store, StoreError
 from receiver.usecases import KALLGLOT, TELEPHONY, Intake, Wakeups
 
 log = logging.getLogger("receiver")
@@ -41,7 +41,7 @@ _KNOWN_TYPES = frozenset((*SESSION_END_TYPES, *ANALYSIS_TYPES))
 
 
 #: The 200 bodies, encoded once: this is the hot path of every inbound event.
-_ANSWERS = {outcome: json.dumps({"status": outcome.value}).encode() for outcome in Accepted}
+_ANSWERS = {outcome: json.dumps({"status": outcome.value}).encode() for outcome in EventOutcome}
 
 
 class BodyTooLarge(Exception):
@@ -91,7 +91,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-Handler = Callable[[Request, HttpState, bytes], Awaitable[tuple[str, Accepted]]]
+Handler = Callable[[Request, HttpState, bytes], Awaitable[tuple[str, EventOutcome]]]
 
 
 async def _inbound(request: Request, source: str, handle: Handler) -> Response:
@@ -126,7 +126,7 @@ async def _inbound(request: Request, source: str, handle: Handler) -> Response:
     return Response(_ANSWERS[outcome], media_type="application/json")
 
 
-async def _kallglot(request: Request, http: HttpState, body: bytes) -> tuple[str, Accepted]:
+async def _kallglot(request: Request, http: HttpState, body: bytes) -> tuple[str, EventOutcome]:
     verify_kallglot(
         request.headers.get("kallglot-signature"),
         body,
@@ -138,7 +138,7 @@ async def _kallglot(request: Request, http: HttpState, body: bytes) -> tuple[str
     return event.type, await http.intake.accept_kallglot(event)
 
 
-async def _call_ended(request: Request, http: HttpState, body: bytes) -> tuple[str, Accepted]:
+async def _call_ended(request: Request, http: HttpState, body: bytes) -> tuple[str, EventOutcome]:
     pbx = getattr(request.app.state, "pbx", None)  # telephony: PBX mapping / bearer token
     if pbx is not None:
         webhook_id = pbx.authenticate(request.headers, body, http.clock())

@@ -28,7 +28,7 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached or written right now (HTTP 503; workers back off)."""
 
 
-class Accepted(StrEnum):
+class EventOutcome(StrEnum):
     """What became of an inbound event."""
 
     ACCEPTED = "accepted"  # new call, or a finished analysis recorded
@@ -200,12 +200,12 @@ class Store(CarrierStore, Protocol):
 
     async def accept_call(
         self, source: str, event_id: str, event_type: str, call: NewCall, now: float
-    ) -> Accepted:
+    ) -> EventOutcome:
         """Record the event id; create the call (``received``, due now) or merge its fields."""
 
     async def accept_analysis(
         self, source: str, event_id: str, event_type: str, result: AnalysisResult, router: Router, now: float
-    ) -> tuple[Accepted, Finished | None]:
+    ) -> tuple[EventOutcome, Finished | None]:
         """Record the event id and finish the call with ``result`` (ACCEPTED) unless it is unknown,
         already finished or about another analysis (IGNORED)."""
 
@@ -217,7 +217,7 @@ class Store(CarrierStore, Protocol):
         session_id: str | None,
         analysis_id: str,
         now: float,
-    ) -> Accepted:
+    ) -> EventOutcome:
         """Record an analysis event that lacks its result: make the call's poll due now and remember
         that a webhook arrived (so the finish counts ``via=webhook``)."""
 

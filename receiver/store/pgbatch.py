@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from receiver.store import Accepted, NewCall, StoreUnavailable
+from receiver.store import EventOutcome, NewCall, StoreUnavailable
 from receiver.store.rows import include_json
 
 #: Runs ACCEPT_CALLS with the given column arrays; returns the rows in input order.
 Execute = Callable[[list[list[Any]]], Awaitable[list[Any]]]
 #: Runs one request alone (the single-row path), for failure isolation.
-Single = Callable[["Pending"], Awaitable[Accepted]]
+Single = Callable[["Pending"], Awaitable[EventOutcome]]
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Pending:
     event_type: str
     call: NewCall
     now: float
-    future: asyncio.Future[Accepted]
+    future: asyncio.Future[EventOutcome]
 
 
 class AcceptBatcher:
@@ -52,8 +52,8 @@ class AcceptBatcher:
 
     async def accept(
         self, source: str, event_id: str, event_type: str, call: NewCall, now: float
-    ) -> Accepted:
-        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+    ) -> EventOutcome:
+        future: asyncio.Future[EventOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append(Pending(source, event_id, event_type, call, now, future))
         self._kick()
         return await future
@@ -131,9 +131,9 @@ class AcceptBatcher:
             if item.future.done():
                 continue
             if not row["fresh"] or row["inserted"] is None:  # a repeat, or a session analysed before
-                item.future.set_result(Accepted.DUPLICATE)
+                item.future.set_result(EventOutcome.DUPLICATE)
             else:
-                item.future.set_result(Accepted.ACCEPTED if row["inserted"] else Accepted.MERGED)
+                item.future.set_result(EventOutcome.ACCEPTED if row["inserted"] else EventOutcome.MERGED)
 
     async def _alone(self, item: Pending) -> None:
         try:

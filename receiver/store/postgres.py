@@ -35,9 +35,9 @@ import asyncpg
 from receiver import lifecycle
 from receiver.lifecycle import CallState
 from receiver.store import (
-    Accepted,
     AnalysisResult,
     CallRecord,
+    EventOutcome,
     Finished,
     NewCall,
     Router,
@@ -202,14 +202,14 @@ class PostgresStore(
 
     async def accept_call(
         self, source: str, event_id: str, event_type: str, call: NewCall, now: float
-    ) -> Accepted:
+    ) -> EventOutcome:
         return await self._batcher.accept(source, event_id, event_type, call, now)
 
     async def _accept_many(self, columns: list[list[Any]]) -> list[Any]:
         async with self._conn() as conn:
             return list(await conn.fetch(sql.ACCEPT_CALLS, *columns, CHANNEL, self._notify("start")))
 
-    async def _accept_one(self, item: Pending) -> Accepted:
+    async def _accept_one(self, item: Pending) -> EventOutcome:
         call = item.call
         async with self._conn() as conn:
             row = await conn.fetchrow(
@@ -229,20 +229,20 @@ class PostgresStore(
             )
         assert row is not None
         if not row["fresh"] or row["inserted"] is None:  # a repeat, or a session analysed before
-            return Accepted.DUPLICATE
-        return Accepted.ACCEPTED if row["inserted"] else Accepted.MERGED
+            return EventOutcome.DUPLICATE
+        return EventOutcome.ACCEPTED if row["inserted"] else EventOutcome.MERGED
 
     async def accept_analysis(
         self, source: str, event_id: str, event_type: str, result: AnalysisResult, router: Router, now: float
-    ) -> tuple[Accepted, Finished | None]:
+    ) -> tuple[EventOutcome, Finished | None]:
         async with self._conn() as conn, conn.transaction():
             fresh = await conn.fetchval(
                 sql.RECORD_EVENT, source, event_id, event_type, result.session_id, now
             )
             if fresh is None:
-                return Accepted.DUPLICATE, None
+                return EventOutcome.DUPLICATE, None
             finished = await self._finish(conn, result, router, now)
-        return (Accepted.ACCEPTED if finished else Accepted.IGNORED), finished
+        return (EventOutcome.ACCEPTED if finished else EventOutcome.IGNORED), finished
 
     async def request_fetch(
         self,
@@ -252,7 +252,7 @@ class PostgresStore(
         session_id: str | None,
         analysis_id: str,
         now: float,
-    ) -> Accepted:
+    ) -> EventOutcome:
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 sql.REQUEST_FETCH,
@@ -269,8 +269,8 @@ class PostgresStore(
                 await conn.execute(state_sql.REMEMBER_BY_ANALYSIS, analysis_id, now)
         assert row is not None
         if not row["fresh"]:
-            return Accepted.DUPLICATE
-        return Accepted.ACCEPTED if row["changed"] else Accepted.IGNORED
+            return EventOutcome.DUPLICATE
+        return EventOutcome.ACCEPTED if row["changed"] else EventOutcome.IGNORED
 
     # --- starting -----------------------------------------------------------------------------
 

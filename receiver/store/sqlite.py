@@ -21,9 +21,9 @@ from receiver.lifecycle import (
     sql_value,
 )
 from receiver.store import (
-    Accepted,
     AnalysisResult,
     CallRecord,
+    EventOutcome,
     Finished,
     NewCall,
     Router,
@@ -107,10 +107,10 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
 
     async def accept_call(
         self, source: str, event_id: str, event_type: str, call: NewCall, now: float
-    ) -> Accepted:
-        def op(conn: sqlite3.Connection) -> Accepted:
+    ) -> EventOutcome:
+        def op(conn: sqlite3.Connection) -> EventOutcome:
             if not _record_event(conn, source, event_id, event_type, call.session_id, now):
-                return Accepted.DUPLICATE
+                return EventOutcome.DUPLICATE
             # A session analysed before (its call row may be pruned since) is never created again.
             inserted = conn.execute(
                 "INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at,"
@@ -132,29 +132,29 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
                 ),
             ).rowcount
             if inserted:
-                return Accepted.ACCEPTED
+                return EventOutcome.ACCEPTED
             if (
                 conn.execute("SELECT 1 FROM calls WHERE session_id = ?", (call.session_id,)).fetchone()
                 is None
             ):
-                return Accepted.DUPLICATE  # remembered as analysed: recorded, nothing else happens
+                return EventOutcome.DUPLICATE  # remembered as analysed: recorded, nothing else happens
             conn.execute(
                 "UPDATE calls SET call_json = json_patch(call_json, ?), end_session = max(end_session, ?),"
                 " updated_at = ? WHERE session_id = ?",
                 (json.dumps(call.call), int(call.end_session), now, call.session_id),
             )
-            return Accepted.MERGED
+            return EventOutcome.MERGED
 
         return await self._run(op)
 
     async def accept_analysis(
         self, source: str, event_id: str, event_type: str, result: AnalysisResult, router: Router, now: float
-    ) -> tuple[Accepted, Finished | None]:
-        def op(conn: sqlite3.Connection) -> tuple[Accepted, Finished | None]:
+    ) -> tuple[EventOutcome, Finished | None]:
+        def op(conn: sqlite3.Connection) -> tuple[EventOutcome, Finished | None]:
             if not _record_event(conn, source, event_id, event_type, result.session_id, now):
-                return Accepted.DUPLICATE, None
+                return EventOutcome.DUPLICATE, None
             finished = _finish(conn, result, router, now)
-            return (Accepted.ACCEPTED if finished else Accepted.IGNORED), finished
+            return (EventOutcome.ACCEPTED if finished else EventOutcome.IGNORED), finished
 
         return await self._run(op)
 
@@ -166,13 +166,13 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
         session_id: str | None,
         analysis_id: str,
         now: float,
-    ) -> Accepted:
-        def op(conn: sqlite3.Connection) -> Accepted:
+    ) -> EventOutcome:
+        def op(conn: sqlite3.Connection) -> EventOutcome:
             if not _record_event(conn, source, event_id, event_type, session_id, now):
-                return Accepted.DUPLICATE
+                return EventOutcome.DUPLICATE
             target = session_id or _session_of(conn, analysis_id)
             if target is None:
-                return Accepted.IGNORED
+                return EventOutcome.IGNORED
             changed = conn.execute(
                 f"UPDATE calls SET webhook_seen = 1, next_at = ?, analysis_id = coalesce(analysis_id, ?),"
                 f" updated_at = ? WHERE session_id = ? AND state IN {sql_in(*TO_START, *IN_FLIGHT)}"
@@ -187,7 +187,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
                     (now, target),
                 )
                 _remember(conn, target, now)
-            return Accepted.ACCEPTED if changed else Accepted.IGNORED
+            return EventOutcome.ACCEPTED if changed else EventOutcome.IGNORED
 
         return await self._run(op)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from receiver.events import ANALYSIS_TYPES, SESSION_END_TYPES, CallEnded, KallglotEvent
 from receiver.kallglot_answers import carrier_call_ids
-from receiver.store import Accepted, NewCall, Store
+from receiver.store import EventOutcome, NewCall, Store
 from receiver.store.keys import analysis_key
 from receiver.tracing import stage
 from receiver.usecases.common import (
@@ -43,23 +43,23 @@ class Intake:
         self.clock = clock
 
     @stage("intake", lambda event: event.session_id)
-    async def accept_kallglot(self, event: KallglotEvent) -> Accepted:
+    async def accept_kallglot(self, event: KallglotEvent) -> EventOutcome:
         hinted = event.session_id or event.data.get("session_id")
         await self.sessions.seen(hinted if isinstance(hinted, str) else None, carrier_call_ids(event.data))
         now = self.clock()
         if event.type in SESSION_END_TYPES:
             if event.type != self.settings.trigger or event.session_id is None:
-                return Accepted.IGNORED
+                return EventOutcome.IGNORED
             call: dict[str, Any] = {}
             if event.duration_seconds is not None:
                 call["duration_seconds"] = event.duration_seconds
             outcome = await self.store.accept_call(
                 KALLGLOT, event.id, event.type, self.new_call(event.session_id, call), now
             )
-            if outcome is Accepted.ACCEPTED:
+            if outcome is EventOutcome.ACCEPTED:
                 self.wakeups("start")
                 log.info("call.received", extra={"session_id": event.session_id, "source": KALLGLOT})
-            elif outcome is Accepted.DUPLICATE:
+            elif outcome is EventOutcome.DUPLICATE:
                 await self._already_analysed(event.session_id, KALLGLOT)
             return outcome
         if event.type in ANALYSIS_TYPES:
@@ -68,22 +68,22 @@ class Intake:
                 outcome = await self.store.request_fetch(
                     KALLGLOT, event.id, event.type, event.session_id, event.analysis_id, now
                 )
-                if outcome is Accepted.ACCEPTED:
+                if outcome is EventOutcome.ACCEPTED:
                     self.wakeups("poll")
                 return outcome
             finished_result = result(event.session_id, event.analysis_id, event.analysis, "webhook")
             if finished_result is None:
-                return Accepted.IGNORED
+                return EventOutcome.IGNORED
             outcome, finished = await self.store.accept_analysis(
                 KALLGLOT, event.id, event.type, finished_result, self.results.router, now
             )
             if finished is not None:
                 self.results.finished(finished_result, finished, now)
             return outcome
-        return Accepted.IGNORED
+        return EventOutcome.IGNORED
 
     @stage("intake", lambda webhook_id, event: event.session_id)
-    async def accept_call_ended(self, webhook_id: str, event: CallEnded) -> Accepted:
+    async def accept_call_ended(self, webhook_id: str, event: CallEnded) -> EventOutcome:
         outcome = await self.store.accept_call(
             TELEPHONY,
             webhook_id,
@@ -91,10 +91,10 @@ class Intake:
             self.new_call(event.session_id, event.call_fields(), event.end_session),
             self.clock(),
         )
-        if outcome is Accepted.ACCEPTED:
+        if outcome is EventOutcome.ACCEPTED:
             self.wakeups("start")
             log.info("call.received", extra={"session_id": event.session_id, "source": TELEPHONY})
-        elif outcome is Accepted.DUPLICATE:
+        elif outcome is EventOutcome.DUPLICATE:
             await self._already_analysed(event.session_id, TELEPHONY)
         return outcome
 

@@ -29,7 +29,7 @@ from receiver.lifecycle import CallState
 from receiver.metrics import Metrics
 from receiver.routing import Router
 from receiver.sandbox import DEV_API_KEY, Sandbox
-from receiver.store import Accepted, Store, open_store
+from receiver.store import EventOutcome, Store, open_store
 from receiver.workers import Starter
 from tests.integration.harness import receiver_settings, sandbox_config, start_server, stop_server, wait_for
 
@@ -74,7 +74,7 @@ async def world(database: str) -> AsyncIterator[World]:
     await stop_server(server)
 
 
-async def _announce(service: UseCases, session_id: str, event_id: str | None = None) -> Accepted:
+async def _announce(service: UseCases, session_id: str, event_id: str | None = None) -> EventOutcome:
     payload = build_event("session.ended", session_id, None, time.time())
     if event_id:
         payload["id"] = event_id
@@ -100,7 +100,7 @@ async def test_settings_changed_between_an_accepted_post_and_its_answer_keep_the
     world: World,
 ) -> None:
     before = world.service(analysis_include="summary,sentiment", analysis_profile="general")
-    assert await _announce(before, "sess_h7") is Accepted.ACCEPTED
+    assert await _announce(before, "sess_h7") is EventOutcome.ACCEPTED
     world.sandbox.update_config({"error_after_effect_rate": 1.0})  # accepted and charged, answer lost
     await before.starting.start(await _claim_one(world.store, "sess_h7", time.time()))
     assert await _state(world.store, "sess_h7") is CallState.STARTING
@@ -122,7 +122,7 @@ async def test_a_session_announced_again_after_its_call_was_pruned_costs_no_seco
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     service = world.service()
-    assert await _announce(service, "sess_h8") is Accepted.ACCEPTED
+    assert await _announce(service, "sess_h8") is EventOutcome.ACCEPTED
     await service.starting.start(await _claim_one(world.store, "sess_h8", time.time()))
 
     async def polled_until_done() -> bool:
@@ -134,7 +134,7 @@ async def test_a_session_announced_again_after_its_call_was_pruned_costs_no_seco
     later = time.time() + 31 * 86400
     assert await world.store.prune(later, later, 100) == (1, 1)
     with caplog.at_level(logging.WARNING, logger="receiver"):
-        assert await _announce(service, "sess_h8", "evt_again") is Accepted.DUPLICATE
+        assert await _announce(service, "sess_h8", "evt_again") is EventOutcome.DUPLICATE
     assert [r.getMessage() for r in caplog.records] == ["call.already_analysed"]
     assert await world.store.claim_calls_to_start(10, time.time() + FAR, 120.0, "test") == []
     assert world.sandbox.stats()["credits_charged"] == 1
@@ -142,7 +142,7 @@ async def test_a_session_announced_again_after_its_call_was_pruned_costs_no_seco
 
 async def test_a_start_waiting_longer_than_its_lease_keeps_the_call(world: World) -> None:
     service = world.service()
-    assert await _announce(service, "sess_lease") is Accepted.ACCEPTED
+    assert await _announce(service, "sess_lease") is EventOutcome.ACCEPTED
     world.sandbox.update_config({"response_delay_seconds": 3.0})  # a slow answer
     starter = Starter(service.starting, service.wakeups, tick=0.05, lease=0.5)
     claimed_at = time.time()
@@ -195,7 +195,7 @@ async def test_no_answer_makes_the_receiver_wait_anywhere_near_the_idempotency_w
 async def test_credits_seen_on_any_answer_reopen_the_start_gate_at_once(world: World) -> None:
     service = world.service()
     world.sandbox.update_config({"credits": 0})
-    assert await _announce(service, "sess_402") is Accepted.ACCEPTED
+    assert await _announce(service, "sess_402") is EventOutcome.ACCEPTED
     starter = Starter(service.starting, service.wakeups, tick=0.05)
     assert await starter.run_once() == 1
     await starter.drain(10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from receiver.store import Accepted, NewCall, Store, StoreError
+from receiver.store import EventOutcome, NewCall, Store, StoreError
 from tests.store.conftest import Backend
 
 T = 1_000_000.0
@@ -33,15 +33,15 @@ async def test_concurrent_events_each_get_their_own_outcome(store: Store) -> Non
 
     # Whichever copy of an event comes first is new, the other a duplicate; whichever event of a
     # call comes first creates it, the other is merged into it.
-    assert Counter(outcomes[:70])[Accepted.DUPLICATE] == 10
+    assert Counter(outcomes[:70])[EventOutcome.DUPLICATE] == 10
     per_call = {i: [outcomes[i]] for i in range(60)}
     for i in range(10):
         per_call[i].append(outcomes[60 + i])
     for i in range(20, 30):
         per_call[i].append(outcomes[70 + i - 20])
     for i, seen in per_call.items():
-        assert seen.count(Accepted.ACCEPTED) == 1, (i, seen)
-        assert set(seen) <= {Accepted.ACCEPTED, Accepted.MERGED, Accepted.DUPLICATE}
+        assert seen.count(EventOutcome.ACCEPTED) == 1, (i, seen)
+        assert set(seen) <= {EventOutcome.ACCEPTED, EventOutcome.MERGED, EventOutcome.DUPLICATE}
     for i in range(60):
         assert await store.get_call(f"sess_{i}") is not None
     found = await store.get_call("sess_25")
@@ -60,8 +60,8 @@ async def test_a_failing_event_in_a_burst_fails_alone(backend: Backend) -> None:
 
     outcomes = await asyncio.gather(*good, bad, return_exceptions=True)
 
-    assert outcomes[:20] == [Accepted.ACCEPTED] * 20
+    assert outcomes[:20] == [EventOutcome.ACCEPTED] * 20
     if backend.name == "postgres":
         assert isinstance(outcomes[20], StoreError)
     else:
-        assert outcomes[20] is Accepted.ACCEPTED
+        assert outcomes[20] is EventOutcome.ACCEPTED

@@ -10,10 +10,10 @@ import pytest
 
 from receiver.lifecycle import CallState, DeliveryState
 from receiver.store import (
-    Accepted,
     AnalysisResult,
     CallRecord,
     DeliveryRecord,
+    EventOutcome,
     NewCall,
     Store,
     StoreUnavailable,
@@ -43,7 +43,7 @@ async def new(store: Store, session: str = "sess_1", now: float = T, **call: Any
     outcome = await store.accept_call(
         K, f"evt_{session}_{now}", "session.ended", NewCall(session, "key"), now
     )
-    assert outcome is Accepted.ACCEPTED
+    assert outcome is EventOutcome.ACCEPTED
     if call:
         await store.accept_call(TEL, f"tel_{session}", "call-ended", NewCall(session, "key", call), now)
 
@@ -123,7 +123,7 @@ async def test_a_store_that_is_not_open_is_unavailable(database_url: str) -> Non
 
 async def test_accept_call_creates_a_received_call_due_now(store: Store) -> None:
     call = NewCall("sess_1", "key", {"from": "+1"}, end_session=True)
-    assert await store.accept_call(TEL, "msg_1", "call-ended", call, T) is Accepted.ACCEPTED
+    assert await store.accept_call(TEL, "msg_1", "call-ended", call, T) is EventOutcome.ACCEPTED
     record = await get(store)
     assert (record.state, record.next_at, record.received_at) == (CallState.RECEIVED, T, T)
     assert (record.call, record.end_session, record.analysis_key) == ({"from": "+1"}, True, "key")
@@ -133,7 +133,7 @@ async def test_accept_call_creates_a_received_call_due_now(store: Store) -> None
 async def test_the_same_event_id_is_a_duplicate_and_changes_nothing(store: Store) -> None:
     await store.accept_call(TEL, "msg_1", "call-ended", NewCall("sess_1", "key", {"a": 1}), T)
     again = NewCall("sess_1", "key", {"a": 2}, end_session=True)
-    assert await store.accept_call(TEL, "msg_1", "call-ended", again, T + 1) is Accepted.DUPLICATE
+    assert await store.accept_call(TEL, "msg_1", "call-ended", again, T + 1) is EventOutcome.DUPLICATE
     record = await get(store)
     assert (record.call, record.end_session, record.updated_at) == ({"a": 1}, False, T)
 
@@ -141,14 +141,14 @@ async def test_the_same_event_id_is_a_duplicate_and_changes_nothing(store: Store
 async def test_event_ids_are_scoped_by_source(store: Store) -> None:
     await store.accept_call(K, "evt_1", "session.ended", NewCall("sess_1", "key"), T)
     outcome = await store.accept_call(TEL, "evt_1", "call-ended", NewCall("sess_1", "key"), T)
-    assert outcome is Accepted.MERGED
+    assert outcome is EventOutcome.MERGED
 
 
 async def test_a_second_event_for_the_call_merges_its_fields(store: Store) -> None:
     first = NewCall("sess_1", "key", {"agent": {"id": "u_1", "email": "a@x"}, "to": "+2", "gone": 1})
     await store.accept_call(K, "evt_1", "session.ended", first, T)
     second = NewCall("sess_1", "key", {"agent": {"email": "b@x"}, "gone": None, "from": "+1"}, True)
-    assert await store.accept_call(TEL, "msg_1", "call-ended", second, T + 5) is Accepted.MERGED
+    assert await store.accept_call(TEL, "msg_1", "call-ended", second, T + 5) is EventOutcome.MERGED
     record = await get(store)
     assert record.call == {"agent": {"id": "u_1", "email": "b@x"}, "to": "+2", "from": "+1"}
     assert (record.end_session, record.received_at, record.updated_at) == (True, T, T + 5)
@@ -162,7 +162,7 @@ async def test_duplicates_arriving_together_store_the_event_once(backend: Backen
     outcomes = await asyncio.gather(
         *(s.accept_call(K, "evt_1", "session.ended", NewCall("sess_1", "key"), T) for s in stores)
     )
-    assert Counter(outcomes) == {Accepted.ACCEPTED: 1, Accepted.DUPLICATE: 19}
+    assert Counter(outcomes) == {EventOutcome.ACCEPTED: 1, EventOutcome.DUPLICATE: 19}
 
 
 async def test_different_events_for_one_call_arriving_together_create_it_once(backend: Backend) -> None:
@@ -173,7 +173,7 @@ async def test_different_events_for_one_call_arriving_together_create_it_once(ba
             for i, s in enumerate(stores)
         )
     )
-    assert Counter(outcomes) == {Accepted.ACCEPTED: 1, Accepted.MERGED: 19}
+    assert Counter(outcomes) == {EventOutcome.ACCEPTED: 1, EventOutcome.MERGED: 19}
     assert (await get(backend.store)).call == {f"f{i}": i for i in range(20)}
 
 
@@ -341,13 +341,13 @@ async def test_accept_analysis_records_the_event_and_finishes_the_call(store: St
     await started(store)
     result = AnalysisResult("sess_1", "anl_1", CallState.COMPLETED, {"status": "completed"}, "webhook")
     outcome, fin = await store.accept_analysis(K, "evt_a", "analysis.complete", result, to("a"), T + 5)
-    assert outcome is Accepted.ACCEPTED
+    assert outcome is EventOutcome.ACCEPTED
     assert fin is not None
     assert fin.via == "webhook"
     again = await store.accept_analysis(K, "evt_a", "analysis.complete", result, to("a"), T + 6)
-    assert again == (Accepted.DUPLICATE, None)
+    assert again == (EventOutcome.DUPLICATE, None)
     late = await store.accept_analysis(K, "evt_b", "analysis.complete", result, to("a"), T + 7)
-    assert late == (Accepted.IGNORED, None)
+    assert late == (EventOutcome.IGNORED, None)
     assert len(await deliveries(store)) == 1
 
 
@@ -362,7 +362,7 @@ async def test_accept_analysis_ignores_results_about_another_analysis(
     await started(store, analysis="anl_1")
     result = AnalysisResult(session, analysis, CallState.COMPLETED, {"status": "completed"}, "webhook")
     assert await store.accept_analysis(K, "e", "analysis.complete", result, to("a"), T + 5) == (
-        Accepted.IGNORED,
+        EventOutcome.IGNORED,
         None,
     )
     assert (await get(store)).state is CallState.PROCESSING
@@ -371,10 +371,12 @@ async def test_accept_analysis_ignores_results_about_another_analysis(
 async def test_request_fetch_makes_the_poll_due_now_and_counts_the_finish_as_webhook(store: Store) -> None:
     await started(store)
     assert (
-        await store.request_fetch(K, "e", "analysis.complete", "sess_1", "anl_1", T + 2) is Accepted.ACCEPTED
+        await store.request_fetch(K, "e", "analysis.complete", "sess_1", "anl_1", T + 2)
+        is EventOutcome.ACCEPTED
     )
     assert (
-        await store.request_fetch(K, "e", "analysis.complete", "sess_1", "anl_1", T + 3) is Accepted.DUPLICATE
+        await store.request_fetch(K, "e", "analysis.complete", "sess_1", "anl_1", T + 3)
+        is EventOutcome.DUPLICATE
     )
     assert (await get(store)).next_at == T + 2
     polled = await store.claim_calls_to_poll(5, T + 2, LEASE, OWNER)
@@ -387,9 +389,12 @@ async def test_request_fetch_makes_the_poll_due_now_and_counts_the_finish_as_web
 async def test_request_fetch_for_a_starting_call_moves_it_to_processing(store: Store) -> None:
     await new(store)
     await store.claim_calls_to_start(1, T, LEASE, OWNER)
-    assert await store.request_fetch(K, "e", "analysis.complete", None, "anl_1", T + 1) is Accepted.IGNORED
     assert (
-        await store.request_fetch(K, "f", "analysis.complete", "sess_1", "anl_1", T + 1) is Accepted.ACCEPTED
+        await store.request_fetch(K, "e", "analysis.complete", None, "anl_1", T + 1) is EventOutcome.IGNORED
+    )
+    assert (
+        await store.request_fetch(K, "f", "analysis.complete", "sess_1", "anl_1", T + 1)
+        is EventOutcome.ACCEPTED
     )
     record = await get(store)
     assert (record.state, record.analysis_id, record.started_at) == (CallState.PROCESSING, "anl_1", T + 1)
@@ -417,7 +422,8 @@ async def test_request_fetch_ignores_foreign_analyses(
 ) -> None:
     await started(store)
     assert (
-        await store.request_fetch(K, "e", "analysis.complete", session, analysis, T + 2) is Accepted.IGNORED
+        await store.request_fetch(K, "e", "analysis.complete", session, analysis, T + 2)
+        is EventOutcome.IGNORED
     )
     assert (await get(store)).next_at == T + 30
 
@@ -426,7 +432,7 @@ async def test_request_fetch_for_a_finished_call_is_ignored(store: Store) -> Non
     await finished(store, "sess_1", "a")
     assert (
         await store.request_fetch(K, "e", "analysis.complete", "sess_1", "anl_sess_1", T + 5)
-        is Accepted.IGNORED
+        is EventOutcome.IGNORED
     )
 
 
@@ -617,7 +623,7 @@ async def test_prune_deletes_old_event_ids_and_finished_calls_only(store: Store)
     again = await store.accept_call(
         K, f"evt_sess_waiting_{T}", "session.ended", NewCall("sess_waiting", "k"), T
     )
-    assert again is Accepted.MERGED
+    assert again is EventOutcome.MERGED
 
 
 async def test_prune_removes_the_deliveries_with_the_call_and_works_in_batches(store: Store) -> None:

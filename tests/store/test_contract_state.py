@@ -8,7 +8,7 @@ deliveries of a handler that is no longer configured are orphaned, and operators
 from __future__ import annotations
 
 from receiver.lifecycle import CallState, DeliveryState
-from receiver.store import Accepted, NewCall, Store
+from receiver.store import EventOutcome, NewCall, Store
 from receiver.store.keys import delivery_id
 from tests.store.conftest import Backend
 from tests.store.test_contract import (
@@ -65,10 +65,10 @@ async def test_prune_keeps_a_call_with_an_orphaned_delivery(store: Store) -> Non
 
 async def test_the_analysis_settings_of_acceptance_travel_with_the_call(store: Store) -> None:
     call = NewCall("sess_1", "key", profile="sales", include=("sentiment", "summary"))
-    assert await store.accept_call(K, "evt_1", "session.ended", call, T) is Accepted.ACCEPTED
+    assert await store.accept_call(K, "evt_1", "session.ended", call, T) is EventOutcome.ACCEPTED
     # a later event for the same call (settings changed meanwhile) keeps the first ones
     later = NewCall("sess_1", "key2", {"from": "+1"}, profile="support", include=("summary",))
-    assert await store.accept_call(TEL, "tel_1", "call-ended", later, T + 1) is Accepted.MERGED
+    assert await store.accept_call(TEL, "tel_1", "call-ended", later, T + 1) is EventOutcome.MERGED
     (claimed,) = await store.claim_calls_to_start(10, T + 1, LEASE, OWNER)
     assert (claimed.analysis_key, claimed.analysis_profile, claimed.analysis_include) == (
         "key",
@@ -111,8 +111,13 @@ async def test_a_session_announced_again_after_its_call_was_pruned_is_not_starte
     assert await store.prune(T + 31 * DAY, T + 31 * DAY, 100) == (1, 1)
     assert await store.get_call("sess_1") is None
     again = NewCall("sess_1", "another-key", profile="p", include=("summary",))
-    assert await store.accept_call(K, "evt_again", "session.ended", again, T + 32 * DAY) is Accepted.DUPLICATE
-    assert await store.accept_call(TEL, "tel_again", "call-ended", again, T + 32 * DAY) is Accepted.DUPLICATE
+    assert (
+        await store.accept_call(K, "evt_again", "session.ended", again, T + 32 * DAY)
+        is EventOutcome.DUPLICATE
+    )
+    assert (
+        await store.accept_call(TEL, "tel_again", "call-ended", again, T + 32 * DAY) is EventOutcome.DUPLICATE
+    )
     assert await store.get_call("sess_1") is None
     assert await store.claim_calls_to_start(10, T + 32 * DAY, LEASE, OWNER) == []
 
@@ -148,7 +153,9 @@ async def test_forget_sessions_drops_only_old_records_whose_call_is_gone(store: 
     assert await store.remembered_session("sess_new") is not None
     # forgotten: a re-announcement is a new call again (after 90 days Kallglot forgot the key too)
     fresh = NewCall("sess_old", "key")
-    assert await store.accept_call(K, "evt_late", "session.ended", fresh, T + 91 * DAY) is Accepted.ACCEPTED
+    assert (
+        await store.accept_call(K, "evt_late", "session.ended", fresh, T + 91 * DAY) is EventOutcome.ACCEPTED
+    )
 
 
 # --- hole 9: orphaned deliveries -------------------------------------------------------------
