@@ -59,7 +59,7 @@ def call_view(call: CallRecord, deliveries: list[DeliveryRecord]) -> dict[str, A
         "finished_via": call.finished_via,
         "start_attempts": call.attempts,
         "polls": call.polls,
-        "call": call.call,
+        "call": call.fields,
         "timestamps": {
             "received_at": iso(call.received_at),
             "started_at": iso(call.started_at),

@@ -192,10 +192,10 @@ async def call_detail(store: Store, session_id: str, show_personal_data: bool) -
         for a in await store.list_attempts(session_id)
     ]
     if not show_personal_data:
-        view["call"] = mask_personal(call.call)
+        view["call"] = mask_personal(call.fields)
     else:
         view["documents"] = {
-            d.handler: document(call.session_id, d.handler, d.status, call.call, call.analysis or {})
+            d.handler: document(call.session_id, d.handler, d.status, call.fields, call.analysis or {})
             for d in deliveries
         }
     return view

@@ -43,7 +43,7 @@ class NewCall:
 
     session_id: str
     analysis_key: str
-    call: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
     end_session: bool = False
     #: The analysis settings the key was computed from, stored with the call and sent on every
     #: attempt (``include`` in the order sent). None: the settings current at start time (old rows).
@@ -77,7 +77,7 @@ class Finished:
 class CallRecord:
     session_id: str
     state: CallState
-    call: dict[str, Any]
+    fields: dict[str, Any]  # what the inbound events told about the call (``call`` in JSON)
     end_session: bool
     analysis_key: str
     analysis_id: str | None

@@ -104,7 +104,7 @@ class AcceptBatcher:
                     item.event_id,
                     item.event_type,
                     item.call.session_id,
-                    json.dumps(item.call.call),
+                    json.dumps(item.call.fields),
                     item.call.end_session,
                     item.call.analysis_key,
                     item.now,

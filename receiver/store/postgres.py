@@ -218,7 +218,7 @@ class PostgresStore(
                 item.event_id,
                 item.event_type,
                 call.session_id,
-                json.dumps(call.call),
+                json.dumps(call.fields),
                 call.end_session,
                 call.analysis_key,
                 item.now,

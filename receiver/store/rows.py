@@ -27,7 +27,7 @@ def call_record(row: Row) -> CallRecord:
     return CallRecord(
         session_id=row["session_id"],
         state=CallState(row["state"]),
-        call=json.loads(row["call_json"]),
+        fields=json.loads(row["call_json"]),
         end_session=bool(row["end_session"]),
         analysis_key=row["analysis_key"],
         analysis_id=row["analysis_id"],

@@ -120,7 +120,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
                 " ON CONFLICT DO NOTHING",
                 (
                     call.session_id,
-                    json.dumps(call.call),
+                    json.dumps(call.fields),
                     int(call.end_session),
                     call.analysis_key,
                     now,
@@ -141,7 +141,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
             conn.execute(
                 "UPDATE calls SET call_json = json_patch(call_json, ?), end_session = max(end_session, ?),"
                 " updated_at = ? WHERE session_id = ?",
-                (json.dumps(call.call), int(call.end_session), now, call.session_id),
+                (json.dumps(call.fields), int(call.end_session), now, call.session_id),
             )
             return EventOutcome.MERGED
 

@@ -132,7 +132,7 @@ class Starting:
         """True when the call must not be started now (skipped, or waiting for credits)."""
         minimum = self.settings.min_duration_seconds
         if minimum > 0:
-            duration = call.call.get("duration_seconds")
+            duration = call.fields.get("duration_seconds")
             if duration is None:
                 session = await self.sessions.info(call.session_id)
                 duration = session.duration_seconds if session is not None else None

@@ -46,7 +46,7 @@ async def test_concurrent_events_each_get_their_own_outcome(store: Store) -> Non
         assert await store.get_call(f"sess_{i}") is not None
     found = await store.get_call("sess_25")
     assert found is not None
-    assert found[0].call.get("to") == "+1"
+    assert found[0].fields.get("to") == "+1"
 
 
 async def test_a_failing_event_in_a_burst_fails_alone(backend: Backend) -> None:

@@ -42,7 +42,7 @@ async def test_an_ended_leg_creates_the_call_due_after_the_settle_time(store: St
         True,
         "key-sess_c1",
     )
-    assert call.call == {"carrier_call_id": "CA1", "to": "+1"}
+    assert call.fields == {"carrier_call_id": "CA1", "to": "+1"}
     assert await store.claim_calls_to_start(10, T + 1, 60, "o") == []
     assert [c.session_id for c in await store.claim_calls_to_start(10, T + 6, 60, "o")] == ["sess_c1"]
 
@@ -85,7 +85,7 @@ async def test_a_live_other_leg_holds_the_call_until_it_ends(store: Store) -> No
     assert last.outcome is CarrierOutcome.MERGED
     found = await store.get_call("sess_c4")
     assert found is not None
-    assert (found[0].next_at, found[0].call["to"]) == (T + 2 + 5.0, "+2")
+    assert (found[0].next_at, found[0].fields["to"]) == (T + 2 + 5.0, "+2")
 
 
 async def test_a_leg_that_never_connected_skips_the_call_unless_another_leg_is_live(store: Store) -> None:
@@ -109,7 +109,7 @@ async def test_carrier_text_postgres_would_refuse_is_kept_anyway(store: Store) -
     assert (await store.accept_carrier_event(odd, PLAN, T)).outcome is CarrierOutcome.ACCEPTED
     found = await store.get_call("sess_c7")
     assert found is not None
-    assert found[0].call["note"] == "caf\u00e9 \u2603 \U0001f600"
+    assert found[0].fields["note"] == "caf\u00e9 \u2603 \U0001f600"
 
 
 async def test_a_leg_that_connects_after_a_skipped_one_starts_the_call_after_all(store: Store) -> None:
@@ -121,7 +121,7 @@ async def test_a_leg_that_connects_after_a_skipped_one_starts_the_call_after_all
     found = await store.get_call("sess_c8")
     assert found is not None
     call = found[0]
-    assert (call.state, call.reason, call.next_at, call.call["to"]) == (
+    assert (call.state, call.reason, call.next_at, call.fields["to"]) == (
         CallState.RECEIVED,
         None,
         T + 6.0,

@@ -126,7 +126,7 @@ async def test_accept_call_creates_a_received_call_due_now(store: Store) -> None
     assert await store.accept_call(TEL, "msg_1", "call-ended", call, T) is EventOutcome.ACCEPTED
     record = await get(store)
     assert (record.state, record.next_at, record.received_at) == (CallState.RECEIVED, T, T)
-    assert (record.call, record.end_session, record.analysis_key) == ({"from": "+1"}, True, "key")
+    assert (record.fields, record.end_session, record.analysis_key) == ({"from": "+1"}, True, "key")
     assert (record.attempts, record.analysis_id, record.analysis) == (0, None, None)
 
 
@@ -135,7 +135,7 @@ async def test_the_same_event_id_is_a_duplicate_and_changes_nothing(store: Store
     again = NewCall("sess_1", "key", {"a": 2}, end_session=True)
     assert await store.accept_call(TEL, "msg_1", "call-ended", again, T + 1) is EventOutcome.DUPLICATE
     record = await get(store)
-    assert (record.call, record.end_session, record.updated_at) == ({"a": 1}, False, T)
+    assert (record.fields, record.end_session, record.updated_at) == ({"a": 1}, False, T)
 
 
 async def test_event_ids_are_scoped_by_source(store: Store) -> None:
@@ -150,7 +150,7 @@ async def test_a_second_event_for_the_call_merges_its_fields(store: Store) -> No
     second = NewCall("sess_1", "key", {"agent": {"email": "b@x"}, "gone": None, "from": "+1"}, True)
     assert await store.accept_call(TEL, "msg_1", "call-ended", second, T + 5) is EventOutcome.MERGED
     record = await get(store)
-    assert record.call == {"agent": {"id": "u_1", "email": "b@x"}, "to": "+2", "from": "+1"}
+    assert record.fields == {"agent": {"id": "u_1", "email": "b@x"}, "to": "+2", "from": "+1"}
     assert (record.end_session, record.received_at, record.updated_at) == (True, T, T + 5)
     third = NewCall("sess_1", "key", {}, end_session=False)
     await store.accept_call(TEL, "msg_2", "call-ended", third, T + 6)
@@ -174,7 +174,7 @@ async def test_different_events_for_one_call_arriving_together_create_it_once(ba
         )
     )
     assert Counter(outcomes) == {EventOutcome.ACCEPTED: 1, EventOutcome.MERGED: 19}
-    assert (await get(backend.store)).call == {f"f{i}": i for i in range(20)}
+    assert (await get(backend.store)).fields == {f"f{i}": i for i in range(20)}
 
 
 # --- starting -------------------------------------------------------------------------------
