@@ -12,10 +12,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from receiver.metrics import Metrics
 
 log = logging.getLogger("receiver")
+
+
+class Allowance(Enum):
+    """How many calls the gate lets the starter claim now."""
+
+    OPEN = "open"  # not paused: no limit from the gate
+    SHUT = "shut"  # paused: none
+    PROBE = "probe"  # the pause is over: one call, as a probe
 
 
 @dataclass
@@ -32,11 +41,11 @@ class StartGate:
     for_credits: bool = False
     _interval: float = field(default=0.0)
 
-    def open_for(self, now: float) -> int:
-        """How many calls may be claimed now: 0 while paused, 1 to probe right after a pause."""
+    def allowance(self, now: float) -> Allowance:
+        """What may be claimed now: nothing while paused, one probe once the pause is over."""
         if self.reason is None:
-            return -1
-        return 1 if now >= self.paused_until else 0
+            return Allowance.OPEN
+        return Allowance.PROBE if now >= self.paused_until else Allowance.SHUT
 
     def pause(self, reason: str, now: float, *, for_credits: bool = False) -> float:
         floor = min(self.min_pause, self.max_pause)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from receiver.gate import StartGate
+from receiver.gate import Allowance, StartGate
 from receiver.kallglot import (
     KallglotClient,
     KallglotError,
@@ -59,10 +59,10 @@ class Starting:
         now = self.clock()
         limit = free
         self.observe_credits()  # any answer since the last look may reopen a credit pause
-        gate = self.gate.open_for(now)
-        if gate == 0:
+        allowance = self.gate.allowance(now)
+        if allowance is Allowance.SHUT:
             return []
-        if gate > 0:
+        if allowance is Allowance.PROBE:
             limit = min(limit, 1) if not in_flight else 0
         if limit <= 0 or self.kallglot.blocked_until() > now:
             return []

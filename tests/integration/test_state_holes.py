@@ -213,7 +213,7 @@ async def test_credits_seen_on_any_answer_reopen_the_start_gate_at_once(world: W
 
 
 def test_the_probe_interval_never_exceeds_its_cap() -> None:
-    from receiver.gate import StartGate
+    from receiver.gate import Allowance, StartGate
 
     gate = StartGate(time.time, Metrics(), min_pause=15.0, max_pause=30.0)
     waits = [gate.pause("HTTP 402", 0.0, for_credits=True) for _ in range(10)]
@@ -221,7 +221,7 @@ def test_the_probe_interval_never_exceeds_its_cap() -> None:
     assert not gate.observe_credits(None, 0)
     assert not gate.observe_credits(0, 0)
     assert gate.observe_credits(1, 0)
-    assert (gate.reason, gate.open_for(0.0)) == (None, -1)
+    assert (gate.reason, gate.allowance(0.0)) == (None, Allowance.OPEN)
     gate.pause("HTTP 403 organization_inactive", 0.0)
     assert not gate.observe_credits(100, 0)  # a balance does not fix an inactive organization
 
