@@ -35,7 +35,6 @@ from receiver.requestmetrics import RequestMetrics
 from receiver.routes import ADMIN_ROUTES, EXCEPTION_HANDLERS, PUBLIC_ROUTES, HttpState
 from receiver.routing import Route, Router
 from receiver.settings import ConfigError, Settings
-from receiver.slowclients import BodyDeadline
 from receiver.store import Store, StoreError, open_store
 from receiver.usecases import (
     AnalysisSettings,
@@ -305,10 +304,7 @@ def create_app(
             for hook in on_shutdown or ():
                 await hook()
 
-    middleware = [
-        Middleware(RequestMetrics),
-        Middleware(BodyDeadline, seconds=settings.body_timeout_seconds),
-    ]
+    middleware = [Middleware(RequestMetrics)]
     public = Starlette(
         routes=[*PUBLIC_ROUTES, *CARRIER_PUBLIC_ROUTES, *(mounts or [])],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -72,7 +72,7 @@ def make_server(
     ``await server.startup(sockets=[bind(...)])`` (tests do the same on port 0)."""
     guarded = guarded_protocol(
         protocol,
-        headers_timeout=settings.body_timeout_seconds,
+        timeout=settings.body_timeout_seconds,
         max_connections=settings.max_connections,
     )
     config = uvicorn.Config(
