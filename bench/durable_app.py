@@ -68,7 +68,8 @@ class PostgresSink:
         self.running = 0
 
     async def open(self) -> None:
-        self.pool = await asyncpg.create_pool(self.url, min_size=2, max_size=10)
+        # No reset query on release, as the receiver's pool (one round trip per batch, not two).
+        self.pool = await asyncpg.create_pool(self.url, min_size=2, max_size=10, reset=_keep_session)
         await self.pool.execute(DDL)
 
     async def insert(self, event_id: str, body: str) -> None:
@@ -101,6 +102,10 @@ class PostgresSink:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+async def _keep_session(conn: Any) -> None:
+    pass
 
 
 def build(database: str, secret: str) -> Starlette:

@@ -35,7 +35,6 @@ from receiver.requestmetrics import RequestMetrics
 from receiver.routes import ADMIN_ROUTES, EXCEPTION_HANDLERS, PUBLIC_ROUTES, HttpState
 from receiver.routing import Route, Router
 from receiver.settings import ConfigError, Settings
-from receiver.slowclients import BodyDeadline
 from receiver.store import Store, StoreError, open_store
 from receiver.usecases import (
     AnalysisSettings,
@@ -359,19 +358,15 @@ def create_app(
             for hook in on_shutdown or ():
                 await hook()
 
-    return build_apps(settings, lifespan, mounts or [])
+    return build_apps(lifespan, mounts or [])
 
 
 def build_apps(
-    settings: Settings,
     lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]],
     mounts: list[Mount],
 ) -> Starlette:
     """The public app (with the lifespan) and the admin app sharing its state (``admin_app``)."""
-    middleware = [
-        Middleware(RequestMetrics),
-        Middleware(BodyDeadline, seconds=settings.body_timeout_seconds),
-    ]
+    middleware = [Middleware(RequestMetrics)]
     public = Starlette(
         routes=[*PUBLIC_ROUTES, *CARRIER_PUBLIC_ROUTES, *mounts],
         exception_handlers=EXCEPTION_HANDLERS,

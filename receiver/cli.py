@@ -4,7 +4,6 @@ live in ``receiver.commands`` (``serve`` stays here: it is the process's start-u
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import sys
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from receiver import tracing
     from receiver.app import admin_app, create_app
-    from receiver.listeners import Address, bind, serve
+    from receiver.listeners import Address, bind, run, serve
     from receiver.observability import configure_logging, configure_sentry
 
     sockets: list[Any] = []
@@ -75,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
-        return asyncio.run(serve(app, admin_app(app), settings, (sockets[0], sockets[1])))
+        return run(serve(app, admin_app(app), settings, (sockets[0], sockets[1])))
     except ConfigError as exc:
         return _fail(str(exc))
     finally:

@@ -7,6 +7,7 @@ raw path, so a scan of random URLs adds one ``unmatched`` series instead of one 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from starlette.routing import Match, Mount
@@ -16,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class RequestMetrics:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._templates: dict[Any, str] | None = None  # endpoint -> template, built on first use
+        self._series: dict[tuple[Any, str, str, str], Any] = {}  # one histogram child per label set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,11 +38,18 @@ class RequestMetrics:
         finally:
             metrics = _metrics(scope)
             if metrics is not None:
-                metrics.http_duration.labels(
-                    scope["method"] if scope["method"] in _METHODS else "other",
-                    route_template(scope),
-                    f"{status // 100}xx",
-                ).observe(time.perf_counter() - started)
+                self._series_for(metrics, scope, status).observe(time.perf_counter() - started)
+
+    def _series_for(self, metrics: Any, scope: Scope, status: int) -> Any:
+        if self._templates is None:
+            self._templates = unique_endpoint_templates(scope)
+        template = self._templates.get(scope.get("endpoint")) or route_template(scope)
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        key = (metrics, method, template, f"{status // 100}xx")
+        series = self._series.get(key)
+        if series is None:  # bounded: templates x methods x status classes
+            series = self._series[key] = metrics.http_duration.labels(*key[1:])
+        return series
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -48,6 +58,14 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 def _metrics(scope: Scope) -> Any:
     runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
     return getattr(runtime, "metrics", None)
+
+
+def unique_endpoint_templates(scope: Scope) -> dict[Any, str]:
+    """Template by endpoint, for the endpoints that serve one route of ``scope``'s app: after a
+    request the router has left its endpoint in the scope, so the label needs no second match."""
+    routes = [r for r in getattr(scope.get("app"), "routes", ()) if getattr(r, "endpoint", None)]
+    counts = Counter(route.endpoint for route in routes)
+    return {route.endpoint: _template(route) for route in routes if counts[route.endpoint] == 1}
 
 
 def route_template(scope: Scope) -> str:

@@ -32,7 +32,6 @@ from receiver.gate import StartGate
 from receiver.metrics import Metrics
 from receiver.openapi import openapi_json
 from receiver.signing import SignatureError, verify_kallglot, verify_standard_webhooks
-from receiver.slowclients import BodyTimeout
 from receiver.store import EventOutcome, Store, StoreError
 from receiver.usecases import KALLGLOT, TELEPHONY, Intake, Wakeups
 
@@ -268,10 +267,6 @@ async def body_too_large(request: Request, exc: Exception) -> Response:
     return error(413, "body_too_large", "request body too large")
 
 
-async def body_timeout(request: Request, exc: Exception) -> Response:
-    return error(408, "request_timeout", "the request body did not arrive in time", {"Connection": "close"})
-
-
 async def store_error(request: Request, exc: Exception) -> Response:
     return error(503, "store_unavailable", "the store is unavailable; retry later", {"Retry-After": "5"})
 
@@ -300,6 +295,5 @@ ADMIN_ROUTES = [
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     HTTPException: http_exception,
     BodyTooLarge: body_too_large,
-    BodyTimeout: body_timeout,
     StoreError: store_error,
 }

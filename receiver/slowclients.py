@@ -2,15 +2,19 @@
 
 uvicorn closes an idle keep-alive connection, but any byte resets that timer, so a client that
 dribbles one byte every few seconds could hold a connection (and up to RECEIVER_MAX_BODY_BYTES of
-buffer) forever. Three guards, one per phase of a request:
+buffer) forever. ``guarded_protocol`` wraps uvicorn's HTTP protocol (httptools or h11) with:
 
-- headers: ``guarded_protocol`` arms a timer when a connection opens and after every response; if
-  no new request's headers are complete when it fires, the client gets a JSON 408 and is closed
-  (uvicorn, h11 and httptools offer no header timeout);
-- body: ``BodyDeadline`` bounds the time from the end of the headers to the end of the body; the
-  route answers a JSON 408 (``BodyTimeout``) and closes the connection;
-- connections: beyond RECEIVER_MAX_CONNECTIONS per listener a new connection gets a JSON 503 and
-  is closed at once, before it can hold anything.
+- a headers deadline: a request's headers must be complete ``timeout`` seconds after the
+  connection opened or after the previous response;
+- a body deadline: its body must be complete ``timeout`` seconds after its headers;
+- a connection cap: beyond RECEIVER_MAX_CONNECTIONS per listener a new connection gets a JSON 503
+  and is closed at once, before it can hold anything.
+
+A connection past a deadline gets a JSON 408 (unless its response has started) and is closed; the
+route still reading its body sees a disconnect. The deadlines cost nothing per request: each
+connection keeps its deadline as a number, and one sweep per listener checks them every
+``timeout / 4`` seconds (at most 1 s) while connections are open, so a deadline is enforced at
+most that much late. (A timer per request cost about a tenth of the ingest rate.)
 """
 
 from __future__ import annotations
@@ -18,12 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-
-class BodyTimeout(Exception):
-    """The request body did not arrive within RECEIVER_BODY_TIMEOUT_SECONDS (answered 408)."""
 
 
 def raw_response(status: int, reason: str, code: str, message: str) -> bytes:
@@ -39,47 +37,41 @@ def raw_response(status: int, reason: str, code: str, message: str) -> bytes:
 HEADERS_TIMEOUT = raw_response(
     408, "Request Timeout", "request_timeout", "the request headers did not arrive in time"
 )
+BODY_TIMEOUT = raw_response(
+    408, "Request Timeout", "request_timeout", "the request body did not arrive in time"
+)
 TOO_MANY_CONNECTIONS = raw_response(
     503, "Service Unavailable", "too_many_connections", "too many open connections; retry later"
 )
 
 
-class BodyDeadline:
-    """ASGI middleware: a request body must be complete ``seconds`` after its headers."""
+def guarded_protocol(base: type[asyncio.Protocol], *, timeout: float, max_connections: int) -> type:
+    """A subclass of uvicorn's HTTP protocol ``base`` with the two deadlines and the connection cap
+    (one class per listener: its sweep watches that listener's connections)."""
+    every = min(1.0, timeout / 4)
+    sweep: asyncio.TimerHandle | None = None
+    sweep_loop: asyncio.AbstractEventLoop | None = None
 
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
+    def watch(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        nonlocal sweep, sweep_loop
+        if sweep is None or sweep_loop is not loop:
+            sweep_loop = loop
+            sweep = loop.call_later(every, run_sweep, loop, connections)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        deadline = asyncio.get_running_loop().time() + self.seconds
-        body_done = False
-
-        async def timed_receive() -> Message:
-            nonlocal body_done
-            if body_done:  # after the body, receive() only waits for a disconnect: no deadline
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTimeout from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
-        await self.app(scope, timed_receive, send)
-
-
-def guarded_protocol(base: type[asyncio.Protocol], *, headers_timeout: float, max_connections: int) -> type:
-    """A subclass of uvicorn's HTTP protocol ``base`` with the header deadline and connection cap."""
+    def run_sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        nonlocal sweep
+        now = loop.time()
+        for connection in list(connections):
+            answer = connection.overdue(now) if isinstance(connection, Guarded) else None
+            if answer is not None and not connection.transport.is_closing():
+                connection.transport.write(answer)
+                connection.transport.close()
+        sweep = loop.call_later(every, run_sweep, loop, connections) if connections else None
 
     class Guarded(base):  # type: ignore[valid-type,misc]
-        _header_timer: asyncio.TimerHandle | None = None
-        _armed_for: Any = None
+        _headers_by: float = float("inf")  # the current wait for a request's headers ends then
+        _body_by: float = float("inf")  # the current request's body must be complete by then
+        _cycle_seen: Any = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
@@ -87,31 +79,27 @@ def guarded_protocol(base: type[asyncio.Protocol], *, headers_timeout: float, ma
                 transport.write(TOO_MANY_CONNECTIONS)
                 transport.close()
                 return
-            self._arm()
+            self._headers_by = self.loop.time() + timeout
+            watch(self.loop, self.connections)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not self._cycle_seen:  # a new request's headers are complete
+                self._cycle_seen = self.cycle
+                self._body_by = self.loop.time() + timeout
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()
+            self._headers_by = self.loop.time() + timeout
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-            self._armed_for = self.cycle
-            self._header_timer = self.loop.call_later(headers_timeout, self._headers_overdue)
-
-        def _headers_overdue(self) -> None:
-            self._header_timer = None
+        def overdue(self, now: float) -> bytes | None:
+            """The answer for a connection past its deadline at ``now``; None while it is on time."""
             cycle = self.cycle
-            waiting = cycle is self._armed_for and (cycle is None or cycle.response_complete)
-            if waiting and not self.transport.is_closing():
-                self.transport.write(HEADERS_TIMEOUT)
-                self.transport.close()
+            if cycle is None or cycle.response_complete:  # waiting for the next request's headers
+                return HEADERS_TIMEOUT if now >= self._headers_by else None
+            if cycle.more_body and not cycle.response_started and now >= self._body_by:
+                return BODY_TIMEOUT
+            return None
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded

@@ -72,6 +72,14 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *_CONNECTION_ERRORS)
 
 
+async def _keep_session(conn: Connection) -> None:
+    """Pool release without asyncpg's reset query (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN
+    *; RESET ALL``): a second round trip after every store call, for session state the pool's
+    connections never take (no cursors outside a transaction, no LISTEN, only ``SET LOCAL``; the
+    migration lock is released or its connection terminated). An open transaction is still rolled
+    back by the pool before this runs."""
+
+
 def _translate(exc: BaseException) -> StoreError:
     if isinstance(exc, _CONNECTION_ERRORS):
         return StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
@@ -163,6 +171,7 @@ class PostgresStore(
                 statement_cache_size=self._statement_cache_size,
                 max_inactive_connection_lifetime=60.0,
                 server_settings=self._server_settings,
+                reset=_keep_session,
             )
         except _DRIVER_ERRORS as exc:
             raise _translate(exc) from exc

@@ -57,6 +57,10 @@ class PostgresSchemaMixin:
                     log.info("store.migration_applied", extra={"version": version})
                     count += 1
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+                except BaseException:
+                    conn.terminate()  # the pool does not reset sessions: ending this one frees the lock
+                    raise
         self._migrated = True
         return count

@@ -113,11 +113,7 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
                 return EventOutcome.DUPLICATE
             # A session analysed before (its call row may be pruned since) is never created again.
             inserted = conn.execute(
-                "INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at,"
-                " next_at, updated_at, analysis_profile, analysis_include)"
-                f" SELECT ?, {sql_value(CallState.RECEIVED)}, ?, ?, ?, ?, ?, ?, ?, ?"
-                " WHERE NOT EXISTS (SELECT 1 FROM analysed_sessions WHERE session_id = ?)"
-                " ON CONFLICT DO NOTHING",
+                _INSERT_CALL,
                 (
                     call.session_id,
                     json.dumps(call.fields),
@@ -282,6 +278,16 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
 
 
 # --- operations run on the database thread ----------------------------------------------------
+
+
+# Built once: an f-string in the op would be formatted (and its statement looked up) per event.
+_INSERT_CALL = (
+    "INSERT INTO calls (session_id, state, call_json, end_session, analysis_key, received_at,"
+    " next_at, updated_at, analysis_profile, analysis_include)"
+    f" SELECT ?, {sql_value(CallState.RECEIVED)}, ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE NOT EXISTS (SELECT 1 FROM analysed_sessions WHERE session_id = ?)"
+    " ON CONFLICT DO NOTHING"
+)
 
 
 def _record_event(

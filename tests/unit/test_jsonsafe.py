@@ -94,6 +94,24 @@ def test_any_json_text_is_refused_by_name_or_parsed_into_a_safe_value(text: str,
     json.dumps(parsed, allow_nan=False).encode("utf-8")
 
 
+@given(hostile_json.json_text(), st.booleans())
+def test_the_no_escape_shortcut_gives_what_the_full_walk_gives(text: str, strict: bool) -> None:
+    """Bytes without a \\u escape and with few brackets skip the walk (str input always walks):
+    both must give the same value, or both refuse."""
+    body = hostile_json.encode(text)
+    try:
+        walked = jsonsafe.loads(body.decode("utf-8"), strict=strict)
+    except UnicodeDecodeError:
+        return  # not UTF-8: refused by name before either path (test above)
+    except UnsafeJSON:
+        with pytest.raises(UnsafeJSON):
+            jsonsafe.loads(body, strict=strict)
+        return
+    assert json.dumps(jsonsafe.loads(body, strict=strict), sort_keys=True) == json.dumps(
+        walked, sort_keys=True
+    )
+
+
 @pytest.mark.parametrize(
     "value",
     ["yesterday", "2026-13-01T00:00:00Z", "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00", ""],
