@@ -73,6 +73,7 @@ class Route:
     """One handler's subscription: its events and its compiled ``when``."""
 
     def __init__(self, options: HandlerOptions) -> None:
+        self.options = options
         self.name = options.name
         self.events = frozenset(options.events)
         self.fields = options.fields

@@ -11,7 +11,8 @@ from typing import Any
 
 import sentry_sdk
 
-from receiver.delivery import Delivery, DeliveryError, Handler, HandlerOptions, PermanentDeliveryError
+from receiver.delivery import Delivery, DeliveryError, HandlerOptions, PermanentDeliveryError
+from receiver.destination import Destination
 from receiver.metrics import Metrics
 from receiver.pacing import backoff
 from receiver.routing import document, narrow
@@ -27,22 +28,22 @@ class Delivering:
         self,
         *,
         store: Store,
-        handlers: dict[str, tuple[HandlerOptions, Handler]],
+        destinations: dict[str, Destination],
         attempts: Attempts,
         sessions: Sessions,
         metrics: Metrics,
         clock: Callable[[], float],
     ) -> None:
         self.store = store
-        self.handlers = handlers
+        self.destinations = destinations
         self.attempts = attempts
         self.sessions = sessions
         self.metrics = metrics
         self.clock = clock
 
-    async def due(self, handler: str, free: int, lease: float, owner: str) -> list[DeliveryJob]:
-        """Claim up to ``free`` deliveries of ``handler`` that are due."""
-        return await self.store.claim_deliveries(handler, free, self.clock(), lease, owner)
+    async def due(self, destination: Destination, free: int, lease: float, owner: str) -> list[DeliveryJob]:
+        """Claim up to ``free`` deliveries of ``destination`` that are due."""
+        return await self.store.claim_deliveries(destination.name, free, self.clock(), lease, owner)
 
     async def paused(self) -> dict[str, Any]:
         """Handlers paused by operators (stored, so every replica honours them)."""
@@ -55,7 +56,7 @@ class Delivering:
     async def detect_orphans(self) -> dict[str, int]:
         """At start-up: deliveries of handlers no longer configured become ``orphaned`` (and come
         back to pending when their handler is configured again); one WARNING per handler."""
-        orphaned = await self.store.orphan_deliveries(list(self.handlers), self.clock())
+        orphaned = await self.store.orphan_deliveries(list(self.destinations), self.clock())
         for handler, count in sorted(orphaned.items()):
             log.warning(
                 "delivery.orphaned",
@@ -91,11 +92,13 @@ class Delivering:
             document=doc,
         )
 
-    @stage("delivery", lambda job, timeout: job.delivery.session_id)
-    async def deliver(self, job: DeliveryJob, timeout: float) -> DeliveryError | None:
+    @stage("delivery", lambda destination, job, timeout: job.delivery.session_id)
+    async def deliver(
+        self, destination: Destination, job: DeliveryJob, timeout: float
+    ) -> DeliveryError | None:
         """One attempt; returns the classified error (None on success) after recording the outcome."""
         record = job.delivery
-        options, handler = self.handlers[record.handler]
+        options, handler = destination.options, destination.handler
         started = time.perf_counter()
         error: DeliveryError | None = None
         try:
