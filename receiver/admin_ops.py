@@ -195,7 +195,7 @@ async def call_detail(store: Store, session_id: str, show_personal_data: bool) -
         view["call"] = mask_personal(call.call)
     else:
         view["documents"] = {
-            d.handler: document(call.session_id, d.handler, d.status, call.call, call.analysis or {})
+            d.handler: document(d.id, call.session_id, d.status, call.call, call.analysis or {})
             for d in deliveries
         }
     return view

@@ -34,7 +34,6 @@ from receiver.metrics import Metrics
 from receiver.registry import build_handler, parse_subscriptions
 from receiver.requestmetrics import RequestMetrics
 from receiver.routes import ADMIN_ROUTES, EXCEPTION_HANDLERS, PUBLIC_ROUTES, HttpState
-from receiver.routing import Router
 from receiver.settings import ConfigError, Settings
 from receiver.slowclients import BodyDeadline
 from receiver.store import Store, StoreError, open_store
@@ -149,8 +148,8 @@ def wire(
     wakeups = Wakeups()
     sessions = Sessions(kallglot)
     attempts = Attempts(db, clock)
-    router = Router([destination.subscription for destination in destinations.values()])
-    results = Results(db, router, metrics, wakeups, clock)
+    subscriptions = [destination.subscription for destination in destinations.values()]
+    results = Results(db, subscriptions, metrics, wakeups, clock)
     return UseCases(
         intake=Intake(
             store=db, results=results, sessions=sessions, settings=analysis, wakeups=wakeups, clock=clock

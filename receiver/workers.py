@@ -20,7 +20,6 @@ from typing import Any
 
 import sentry_sdk
 
-from receiver.delivery import PermanentDeliveryError
 from receiver.destination import Destination
 from receiver.metrics import Metrics
 from receiver.observability import report_outage
@@ -240,9 +239,11 @@ class Deliverer(Loop):
         try:
             if delay:
                 await asyncio.sleep(delay)
-            error = await self.delivering.deliver(destination, job, self.handler_timeout)
-            ok = error is None or isinstance(error, PermanentDeliveryError)
-            destination.circuit.record(ok, self.delivering.clock(), self._circuit_changed)
+            outcome = await self.delivering.deliver(destination, job, self.handler_timeout)
+            if outcome.asked:
+                destination.circuit.record(outcome.handler_ok, self.delivering.clock(), self._circuit_changed)
+            else:  # filtered: the handler's health is still unknown
+                destination.circuit.no_probe()
         except asyncio.CancelledError:
             # Shutdown cut the attempt short: give the delivery back now rather than leaving its
             # lease to expire, so another replica (or the next start) takes it at once.

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,26 @@ from receiver.tracing import stage
 from receiver.usecases.common import Attempts, Sessions
 
 log = logging.getLogger("receiver")
+
+
+WHEN_NO_MATCH = "its 'when' did not match"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt as the delivery loop sees it: the handler's error (None on success), or the
+    handler was not asked at all (``asked`` False: the delivery was filtered)."""
+
+    error: DeliveryError | None = None
+    asked: bool = True
+
+    @property
+    def handler_ok(self) -> bool:
+        """The handler answered as a working one does (a permanent refusal is a working answer)."""
+        return self.error is None or isinstance(self.error, PermanentDeliveryError)
+
+
+FILTERED = Outcome(asked=False)
 
 
 class Delivering:
@@ -69,18 +90,20 @@ class Delivering:
         self.metrics.set_orphaned(orphaned)
         return orphaned
 
-    async def build_delivery(self, job: DeliveryJob, options: HandlerOptions) -> Delivery:
+    async def build_delivery(
+        self, job: DeliveryJob, doc: dict[str, Any], options: HandlerOptions
+    ) -> Delivery:
+        """What the handler receives: ``doc`` with the call enriched (``enrich``), narrowed to ``fields``."""
         record = job.delivery
-        call = dict(job.call)
+        call = doc["call"]
         if options.enrich and ("metadata" not in call or not (call.get("from") or call.get("to"))):
+            call = dict(call)
             session = await self.sessions.info(record.session_id)
             if session is not None and session.phone_number and "phone_number" not in call:
                 call["phone_number"] = session.phone_number
             if session is not None and session.metadata is not None:
                 call["metadata"] = {**session.metadata, **call.get("metadata", {})}
-        doc = narrow(
-            document(record.session_id, record.handler, record.status, call, job.analysis), options.fields
-        )
+            doc = {**doc, "call": call}
         return Delivery(
             id=record.id,
             handler=record.handler,
@@ -89,21 +112,24 @@ class Delivering:
             status="completed" if record.status == "completed" else "failed",
             attempt=record.attempts + 1,
             created_at=datetime.fromtimestamp(record.created_at, UTC),
-            document=doc,
+            document=narrow(doc, options.fields),
         )
 
     @stage("delivery", lambda destination, job, timeout: job.delivery.session_id)
-    async def deliver(
-        self, destination: Destination, job: DeliveryJob, timeout: float
-    ) -> DeliveryError | None:
-        """One attempt; returns the classified error (None on success) after recording the outcome."""
+    async def deliver(self, destination: Destination, job: DeliveryJob, timeout: float) -> Outcome:
+        """One attempt: the document is built once; its ``when`` decides whether the handler is asked
+        at all (``filtered`` if not, on the document before enrichment, so that a filtered delivery
+        costs no Kallglot look-up); the outcome is recorded."""
         record = job.delivery
-        options, handler = destination.options, destination.handler
+        doc = document(record.id, record.session_id, record.status, job.call, job.analysis)
+        if not destination.subscription.matches(doc):
+            await self._filtered(job)
+            return FILTERED
         started = time.perf_counter()
         error: DeliveryError | None = None
         try:
-            delivery = await self.build_delivery(job, options)
-            await asyncio.wait_for(handler.deliver(delivery), timeout=timeout)
+            delivery = await self.build_delivery(job, doc, destination.options)
+            await asyncio.wait_for(destination.handler.deliver(delivery), timeout=timeout)
         except DeliveryError as exc:
             error = exc
         except TimeoutError:
@@ -121,9 +147,17 @@ class Delivering:
             self.metrics.deliveries.labels(record.handler, "delivered").inc()
             self.metrics.call_to_delivery.labels(record.handler).observe(max(0.0, now - job.call_received_at))
             log.info("delivery.delivered", extra={"session_id": record.session_id, "handler": record.handler})
-            return None
-        await self._failed(job, options, error, now)
-        return error
+            return Outcome()
+        await self._failed(job, destination.options, error, now)
+        return Outcome(error)
+
+    async def _filtered(self, job: DeliveryJob) -> None:
+        record = job.delivery
+        await self.store.mark_filtered(record.id, self.clock())
+        await self.attempts.record(
+            record.session_id, "delivery", "filtered", None, handler=record.handler, reason=WHEN_NO_MATCH
+        )
+        log.info("delivery.filtered", extra={"session_id": record.session_id, "handler": record.handler})
 
     async def _failed(
         self, job: DeliveryJob, options: HandlerOptions, error: DeliveryError, now: float

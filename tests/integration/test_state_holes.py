@@ -254,7 +254,7 @@ async def test_deliveries_of_a_removed_handler_are_orphaned_at_start_up_and_show
         result = AnalysisResult(
             session, f"anl_{session}", CallState.COMPLETED, {"status": "completed"}, "poll"
         )
-        await store.finish(result, lambda s, c, r: ["crm_renamed"], now)
+        await store.record_result(result, ["crm_renamed"], now)
     await store.close()
     with caplog.at_level(logging.WARNING, logger="receiver"):
         stack = await make_stack()
