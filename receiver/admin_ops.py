@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from receiver.admin import call_view, iso, parse_since
+from receiver.fanout import document
 from receiver.lifecycle import CallState, DeliveryState
-from receiver.routing import document
 from receiver.store import Store
 from receiver.store.operations import ReplayRequest
 from receiver.store.query import MAX_LIMIT, CallQuery, InvalidQuery, decode_cursor, encode_cursor

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from receiver.delivery import CircuitPolicy, Handler, HandlerOptions
-from receiver.routing import Route
+from receiver.fanout import Subscription
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Destination:
     circuit, concurrency, rate limit, enrichment) and its live state in this process."""
 
     options: HandlerOptions
-    subscription: Route
+    subscription: Subscription
     handler: Handler
     circuit: Circuit
     #: Pacing: no claim before this time (the rate limit spreads each claimed batch over its slots).
@@ -66,7 +66,7 @@ class Destination:
     in_flight: int = 0
 
     @classmethod
-    def build(cls, subscription: Route, handler: Handler) -> Destination:
+    def build(cls, subscription: Subscription, handler: Handler) -> Destination:
         options = subscription.options
         return cls(options, subscription, handler, Circuit(options.name, options.circuit))
 

@@ -9,11 +9,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from receiver.fanout import Subscription, event, subscribers
 from receiver.kallglot import KallglotClient, KallglotError
 from receiver.kallglot_answers import Analysis, SessionInfo
 from receiver.lifecycle import CallState
 from receiver.metrics import Metrics
-from receiver.routing import Route, event, subscribers
 from receiver.store import AnalysisResult, Finished, Store, StoreError
 from receiver.store.operations import Attempt
 
@@ -92,7 +92,7 @@ class Results:
     def __init__(
         self,
         store: Store,
-        subscriptions: Sequence[Route],
+        subscriptions: Sequence[Subscription],
         metrics: Metrics,
         wakeups: Wakeups,
         clock: Callable[[], float],

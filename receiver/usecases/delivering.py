@@ -14,9 +14,9 @@ import sentry_sdk
 
 from receiver.delivery import Delivery, DeliveryError, HandlerOptions, PermanentDeliveryError
 from receiver.destination import Destination
+from receiver.fanout import document, narrow
 from receiver.metrics import Metrics
 from receiver.pacing import backoff
-from receiver.routing import document, narrow
 from receiver.store import DeliveryJob, Store
 from receiver.tracing import stage
 from receiver.usecases.common import Attempts, Sessions

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from receiver.delivery import HandlerOptions
+from receiver.fanout import Subscription, document, narrow, subscribers
 from receiver.lifecycle import CallState
-from receiver.routing import Route, document, narrow, subscribers
 
 ANALYSIS = {
     "status": "completed",
@@ -37,13 +37,16 @@ def _options(**kw: Any) -> HandlerOptions:
 )
 def test_when_filters(when: str | None, call: dict[str, Any], wanted: bool) -> None:
     doc = document("dlv_1", "sess_1", "completed", call, ANALYSIS)
-    assert Route(_options(when=when)).matches(doc) is wanted
+    assert Subscription(_options(when=when)).matches(doc) is wanted
 
 
 def test_events_select_completed_or_failed() -> None:
-    routes = [Route(_options(name="ok")), Route(_options(name="all", events=("completed", "failed")))]
-    assert subscribers(routes, CallState.COMPLETED) == ["ok", "all"]
-    assert subscribers(routes, CallState.FAILED) == ["all"]
+    subscriptions = [
+        Subscription(_options(name="ok")),
+        Subscription(_options(name="all", events=("completed", "failed"))),
+    ]
+    assert subscribers(subscriptions, CallState.COMPLETED) == ["ok", "all"]
+    assert subscribers(subscriptions, CallState.FAILED) == ["all"]
 
 
 def test_the_document_carries_the_stored_delivery_id() -> None:
@@ -80,11 +83,11 @@ def test_fields_narrow_the_document(fields: list[str] | None, expected: dict[str
 
 
 def test_a_when_that_raises_is_no_match_and_a_logged_reason(caplog: pytest.LogCaptureFixture) -> None:
-    # ceil(inf) raises OverflowError inside JMESPath; Route.matches must not let it out.
-    route = Route(_options(name="overflow", when="ceil(analysis.score) > `1`"))
+    # ceil(inf) raises OverflowError inside JMESPath; Subscription.matches must not let it out.
+    subscription = Subscription(_options(name="overflow", when="ceil(analysis.score) > `1`"))
     doc = {"type": "call.analysis.completed", "analysis": {"score": float("inf")}}
-    with caplog.at_level("WARNING", logger="receiver.routing"):
-        assert route.matches(doc) is False
+    with caplog.at_level("WARNING", logger="receiver.fanout"):
+        assert subscription.matches(doc) is False
     record = next(r for r in caplog.records if r.getMessage() == "routing.when_failed")
     assert record.handler == "overflow"
     assert "OverflowError" in record.reason

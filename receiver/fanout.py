@@ -1,4 +1,4 @@
-"""Which handlers get a result, and what each one sees: the §8 document, ``events``, ``when`` and ``fields``.
+"""Fan-out: which handlers get a result and what each one sees (``events``, ``when``, ``fields``).
 
 A finished call gets one delivery per handler subscribed to its event (``events``: completed,
 failed); ``when`` is evaluated at delivery time, by the delivering use case, never inside a store
@@ -29,7 +29,7 @@ ENVELOPE = ("type", "id", "session_id")
 log = logging.getLogger(__name__)
 
 
-class RoutingError(ValueError):
+class SubscriptionError(ValueError):
     """A handler's ``when`` or ``fields`` is not valid."""
 
 
@@ -71,7 +71,7 @@ def narrow(doc: dict[str, Any], fields: Sequence[str] | None) -> dict[str, Any]:
 _MISSING = object()
 
 
-class Route:
+class Subscription:
     """One handler's subscription: its events and its compiled ``when``."""
 
     def __init__(self, options: HandlerOptions) -> None:
@@ -84,10 +84,12 @@ class Route:
             try:
                 self._when = jmespath.compile(options.when)
             except jmespath.exceptions.JMESPathError as exc:
-                raise RoutingError(f"'when' is not a valid JMESPath expression: {exc}") from None
+                raise SubscriptionError(f"'when' is not a valid JMESPath expression: {exc}") from None
         for path in options.fields or ():
             if not path or any(not part for part in path.split(".")):
-                raise RoutingError(f"'fields' entry {path!r} is not a dotted path such as analysis.summary")
+                raise SubscriptionError(
+                    f"'fields' entry {path!r} is not a dotted path such as analysis.summary"
+                )
 
     def receives(self, status: str) -> bool:
         """Subscribed to this event (``completed`` or ``failed``)."""
@@ -103,7 +105,7 @@ class Route:
             # An expression that cannot be evaluated on this document (comparing a number to a
             # string, ceil() of a huge number, a deep path) means "no match", never a failed
             # delivery: retrying would evaluate it the same way.
-            log.warning(
+            log.warning(  # the event keeps its name from before the module was renamed (stable logs)
                 "routing.when_failed",
                 extra={"handler": self.name, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"},
             )
@@ -115,8 +117,8 @@ def event(state: CallState) -> str:
     return "completed" if state is CallState.COMPLETED else "failed"
 
 
-def subscribers(routes: Sequence[Route], state: CallState) -> list[str]:
+def subscribers(subscriptions: Sequence[Subscription], state: CallState) -> list[str]:
     """The handlers that get a delivery of a call finished in ``state`` (their ``when`` is
     evaluated later, at delivery time)."""
     status = event(state)
-    return [route.name for route in routes if route.receives(status)]
+    return [s.name for s in subscriptions if s.receives(status)]
