@@ -26,14 +26,14 @@ from starlette.routing import Mount
 from receiver.carriers.routes import ADMIN_ROUTES as CARRIER_ADMIN_ROUTES
 from receiver.carriers.routes import PUBLIC_ROUTES as CARRIER_PUBLIC_ROUTES
 from receiver.carriers.setup import build as build_telephony
-from receiver.delivery import Handler, HandlerContext, HandlerOptions
+from receiver.delivery import HandlerContext
+from receiver.destination import Destination
 from receiver.gate import StartGate
 from receiver.kallglot import HandlerReader, KallglotClient
 from receiver.metrics import Metrics
-from receiver.registry import build_handler, parse_handlers
+from receiver.registry import build_handler, parse_subscriptions
 from receiver.requestmetrics import RequestMetrics
 from receiver.routes import ADMIN_ROUTES, EXCEPTION_HANDLERS, PUBLIC_ROUTES, HttpState
-from receiver.routing import Route, Router
 from receiver.settings import ConfigError, Settings
 from receiver.store import Store, StoreError, open_store
 from receiver.usecases import (
@@ -137,8 +137,7 @@ class UseCases:
 def wire(
     db: Store,
     kallglot: KallglotClient,
-    handlers: dict[str, tuple[HandlerOptions, Handler]],
-    router: Router,
+    destinations: dict[str, Destination],
     metrics: Metrics,
     analysis: AnalysisSettings,
     clock: Callable[[], float],
@@ -148,7 +147,8 @@ def wire(
     wakeups = Wakeups()
     sessions = Sessions(kallglot)
     attempts = Attempts(db, clock)
-    results = Results(db, router, metrics, wakeups, clock)
+    subscriptions = [destination.subscription for destination in destinations.values()]
+    results = Results(db, subscriptions, metrics, wakeups, clock)
     return UseCases(
         intake=Intake(
             store=db, results=results, sessions=sessions, settings=analysis, wakeups=wakeups, clock=clock
@@ -168,7 +168,12 @@ def wire(
             store=db, kallglot=kallglot, results=results, attempts=attempts, settings=analysis, clock=clock
         ),
         delivering=Delivering(
-            store=db, handlers=handlers, attempts=attempts, sessions=sessions, metrics=metrics, clock=clock
+            store=db,
+            destinations=destinations,
+            attempts=attempts,
+            sessions=sessions,
+            metrics=metrics,
+            clock=clock,
         ),
         sessions=sessions,
         wakeups=wakeups,
@@ -191,8 +196,7 @@ def create_app(
     """Build the ASGI app. ``mounts`` lets ``serve --sandbox`` put the sandbox beside the receiver;
     ``on_ready`` runs once start-up can no longer fail (the CLI's warnings and banner)."""
     settings.require_production_secrets()
-    handler_options = parse_handlers(settings.handlers)
-    routes = [Route(options) for options in handler_options]
+    subscriptions = parse_subscriptions(settings.handlers)
     api_key = settings.kallglot_api_key.get_secret_value() if settings.kallglot_api_key else ""
 
     @contextlib.asynccontextmanager
@@ -203,7 +207,7 @@ def create_app(
             store or open_store(settings.database_url.get_secret_value()), settings, clock
         )
         metrics = Metrics()
-        metrics.declare_handlers(options.name for options in handler_options)
+        metrics.declare_handlers(subscription.name for subscription in subscriptions)
         metrics.credits_paused.set(0)
         kallglot = KallglotClient(
             settings.kallglot_api_url,
@@ -221,14 +225,15 @@ def create_app(
             sleep=asyncio.sleep,
             user_agent=f"kallglot-receiver/{VERSION}",
         )
-        handlers: dict[str, tuple[HandlerOptions, Handler]] = {}
-        for options in handler_options:
-            handlers[options.name] = (options, build_handler(options, context))
+        destinations = {
+            subscription.name: Destination.build(subscription, build_handler(subscription.options, context))
+            for subscription in subscriptions
+        }
+        handlers = list(destinations)
         cases = wire(
             db,
             kallglot,
-            handlers,
-            Router(routes),
+            destinations,
             metrics,
             analysis_settings(settings),
             clock,
@@ -253,7 +258,7 @@ def create_app(
         app.state.http = HttpState(
             intake=cases.intake,
             store=db,
-            handlers=list(handlers),
+            handlers=handlers,
             gate=cases.starting.gate,
             wakeups=wakeups,
             metrics=metrics,
@@ -272,7 +277,7 @@ def create_app(
             Maintenance(
                 db,
                 metrics,
-                list(handlers),
+                handlers,
                 clock,
                 event_retention=settings.event_retention_hours * 3600,
                 call_retention=settings.retention_days * 86400,
@@ -288,7 +293,7 @@ def create_app(
         )
         runtime.tasks = [asyncio.create_task(loop.run(runtime.stop), name=loop.name) for loop in loops]
         app.state.runtime = runtime
-        log.info("receiver.started", extra={"handlers": list(handlers), "trigger": settings.trigger})
+        log.info("receiver.started", extra={"handlers": handlers, "trigger": settings.trigger})
         for hook in on_ready or ():
             hook()
         try:
@@ -296,9 +301,9 @@ def create_app(
         finally:
             cancelled = await runtime.drain()
             log.info("receiver.stopped", extra={"cancelled_in_flight": cancelled})
-            for _, handler in handlers.values():
+            for destination in destinations.values():
                 with contextlib.suppress(Exception):
-                    await handler.aclose()
+                    await destination.handler.aclose()
             await kallglot.aclose()
             await db.close()
             for hook in on_shutdown or ():
