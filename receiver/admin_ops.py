@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from receiver.admin import call_view, iso, parse_since
+from receiver.fanout import document
 from receiver.lifecycle import CallState, DeliveryState
-from receiver.routing import document
 from receiver.store import Store
 from receiver.store.operations import ReplayRequest
 from receiver.store.query import MAX_LIMIT, CallQuery, InvalidQuery, decode_cursor, encode_cursor
@@ -195,7 +195,7 @@ async def call_detail(store: Store, session_id: str, show_personal_data: bool) -
         view["call"] = mask_personal(call.fields)
     else:
         view["documents"] = {
-            d.handler: document(call.session_id, d.handler, d.status, call.fields, call.analysis or {})
+            d.handler: document(d.id, call.session_id, d.status, call.fields, call.analysis or {})
             for d in deliveries
         }
     return view

@@ -26,14 +26,15 @@ from starlette.routing import Mount
 from receiver.carriers.routes import ADMIN_ROUTES as CARRIER_ADMIN_ROUTES
 from receiver.carriers.routes import PUBLIC_ROUTES as CARRIER_PUBLIC_ROUTES
 from receiver.carriers.setup import build as build_telephony
-from receiver.delivery import Handler, HandlerContext, HandlerOptions
+from receiver.delivery import HandlerContext
+from receiver.destination import Destination
+from receiver.fanout import Subscription
 from receiver.gate import StartGate
 from receiver.kallglot import HandlerReader, KallglotClient
 from receiver.metrics import Metrics
-from receiver.registry import build_handler, parse_handlers
+from receiver.registry import build_handler, parse_subscriptions
 from receiver.requestmetrics import RequestMetrics
 from receiver.routes import ADMIN_ROUTES, EXCEPTION_HANDLERS, PUBLIC_ROUTES, HttpState
-from receiver.routing import Route, Router
 from receiver.settings import ConfigError, Settings
 from receiver.store import Store, StoreError, open_store
 from receiver.usecases import (
@@ -139,8 +140,7 @@ class UseCases:
 def wire(
     db: Store,
     kallglot: KallglotClient,
-    handlers: dict[str, tuple[HandlerOptions, Handler]],
-    router: Router,
+    destinations: dict[str, Destination],
     metrics: Metrics,
     analysis: AnalysisSettings,
     clock: Callable[[], float],
@@ -150,7 +150,8 @@ def wire(
     wakeups = Wakeups()
     sessions = Sessions(kallglot)
     attempts = Attempts(db, clock)
-    results = Results(db, router, metrics, wakeups, clock)
+    subscriptions = [destination.subscription for destination in destinations.values()]
+    results = Results(db, subscriptions, metrics, wakeups, clock)
     return UseCases(
         intake=Intake(
             store=db, results=results, sessions=sessions, settings=analysis, wakeups=wakeups, clock=clock
@@ -170,16 +171,21 @@ def wire(
             store=db, kallglot=kallglot, results=results, attempts=attempts, settings=analysis, clock=clock
         ),
         delivering=Delivering(
-            store=db, handlers=handlers, attempts=attempts, sessions=sessions, metrics=metrics, clock=clock
+            store=db,
+            destinations=destinations,
+            attempts=attempts,
+            sessions=sessions,
+            metrics=metrics,
+            clock=clock,
         ),
         sessions=sessions,
         wakeups=wakeups,
     )
 
 
-def build_metrics(handler_options: list[HandlerOptions]) -> Metrics:
+def build_metrics(subscriptions: list[Subscription]) -> Metrics:
     metrics = Metrics()
-    metrics.declare_handlers(options.name for options in handler_options)
+    metrics.declare_handlers(subscription.name for subscription in subscriptions)
     metrics.credits_paused.set(0)
     return metrics
 
@@ -203,14 +209,17 @@ def build_kallglot(
     )
 
 
-def build_handlers(
-    handler_options: list[HandlerOptions], kallglot: KallglotClient, clock: Callable[[], float]
-) -> dict[str, tuple[HandlerOptions, Handler]]:
-    """One handler per configured destination, in configuration order, sharing one context."""
+def build_destinations(
+    subscriptions: list[Subscription], kallglot: KallglotClient, clock: Callable[[], float]
+) -> dict[str, Destination]:
+    """One destination per configured handler, in configuration order, sharing one handler context."""
     context = HandlerContext(
         kallglot=HandlerReader(kallglot), clock=clock, sleep=asyncio.sleep, user_agent=USER_AGENT
     )
-    return {options.name: (options, build_handler(options, context)) for options in handler_options}
+    return {
+        subscription.name: Destination.build(subscription, build_handler(subscription.options, context))
+        for subscription in subscriptions
+    }
 
 
 async def detect_orphans(delivering: Delivering) -> None:
@@ -224,7 +233,7 @@ def build_http_state(
     settings: Settings,
     cases: UseCases,
     db: Store,
-    handler_names: list[str],
+    handlers: list[str],
     metrics: Metrics,
     clock: Callable[[], float],
 ) -> HttpState:
@@ -232,7 +241,7 @@ def build_http_state(
     return HttpState(
         intake=cases.intake,
         store=db,
-        handlers=handler_names,
+        handlers=handlers,
         gate=cases.starting.gate,
         wakeups=cases.wakeups,
         metrics=metrics,
@@ -250,7 +259,7 @@ def build_loops(
     settings: Settings,
     cases: UseCases,
     db: Store,
-    handler_names: list[str],
+    handlers: list[str],
     metrics: Metrics,
     clock: Callable[[], float],
     worker_tick: float,
@@ -264,7 +273,7 @@ def build_loops(
         Maintenance(
             db,
             metrics,
-            handler_names,
+            handlers,
             clock,
             event_retention=settings.event_retention_hours * 3600,
             call_retention=settings.retention_days * 86400,
@@ -280,13 +289,11 @@ def start_loops(loops: list[Loop], metrics: Metrics, http: HttpState, grace: flo
     return runtime
 
 
-async def close_resources(
-    handlers: dict[str, tuple[HandlerOptions, Handler]], kallglot: KallglotClient, db: Store
-) -> None:
+async def close_resources(destinations: dict[str, Destination], kallglot: KallglotClient, db: Store) -> None:
     """Close in the reverse order of building; a handler failing to close does not keep the rest open."""
-    for _, handler in handlers.values():
+    for destination in destinations.values():
         with contextlib.suppress(Exception):
-            await handler.aclose()
+            await destination.handler.aclose()
     await kallglot.aclose()
     await db.close()
 
@@ -307,8 +314,7 @@ def create_app(
     """Build the ASGI app. ``mounts`` lets ``serve --sandbox`` put the sandbox beside the receiver;
     ``on_ready`` runs once start-up can no longer fail (the CLI's warnings and banner)."""
     settings.require_production_secrets()
-    handler_options = parse_handlers(settings.handlers)
-    routes = [Route(options) for options in handler_options]
+    subscriptions = parse_subscriptions(settings.handlers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -317,14 +323,14 @@ def create_app(
         db = await prepare_store(
             store or open_store(settings.database_url.get_secret_value()), settings, clock
         )
-        metrics = build_metrics(handler_options)
+        metrics = build_metrics(subscriptions)
         kallglot = build_kallglot(settings, metrics, clock, kallglot_transport)
-        handlers = build_handlers(handler_options, kallglot, clock)
+        destinations = build_destinations(subscriptions, kallglot, clock)
+        handlers = list(destinations)
         cases = wire(
             db,
             kallglot,
-            handlers,
-            Router(routes),
+            destinations,
             metrics,
             analysis_settings(settings),
             clock,
@@ -342,11 +348,11 @@ def create_app(
             clock=clock,
         )
         await app.state.telephony.refresh_unmatched()
-        app.state.http = build_http_state(settings, cases, db, list(handlers), metrics, clock)
-        loops = build_loops(settings, cases, db, list(handlers), metrics, clock, worker_tick)
+        app.state.http = build_http_state(settings, cases, db, handlers, metrics, clock)
+        loops = build_loops(settings, cases, db, handlers, metrics, clock, worker_tick)
         runtime = start_loops(loops, metrics, app.state.http, settings.shutdown_grace_seconds)
         app.state.runtime = runtime
-        log.info("receiver.started", extra={"handlers": list(handlers), "trigger": settings.trigger})
+        log.info("receiver.started", extra={"handlers": handlers, "trigger": settings.trigger})
         for hook in on_ready or ():
             hook()
         try:
@@ -354,7 +360,7 @@ def create_app(
         finally:
             cancelled = await runtime.drain()
             log.info("receiver.stopped", extra={"cancelled_in_flight": cancelled})
-            await close_resources(handlers, kallglot, db)
+            await close_resources(destinations, kallglot, db)
             for hook in on_shutdown or ():
                 await hook()
 

@@ -5,7 +5,8 @@ A call only moves forward (CONTRACT §1)::
     received -> starting -> processing -> completed|failed -> delivered
         \\-> skipped        \\-> stale -> completed|failed
 
-(a finished analysis that no handler subscribes to goes straight to ``delivered``). Two moves go
+(a finished analysis that no handler subscribes to goes straight to ``delivered``; otherwise the call
+is ``delivered`` once each of its deliveries is ``delivered`` or ``filtered``, see ``DONE``). Two moves go
 back, deliberately, and are listed apart in ``REOPENINGS``: a provisional carrier skip restarted by
 a leg that connected after all (``skipped -> received``, never once an analysis exists), and an
 operator's replay of a delivered call (``delivered -> completed|failed`` until the replayed
@@ -40,6 +41,7 @@ class DeliveryState(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD = "dead"
+    #: Its handler's ``when`` did not match the document at delivery time: done, nothing was sent.
     FILTERED = "filtered"
     #: Its handler is no longer configured (found at start-up); never claimed, never pruned until
     #: an operator discards it or moves it to another handler (``Store.discard_deliveries`` /
@@ -95,13 +97,16 @@ PRUNABLE = (*FINISHED, CallState.SKIPPED)
 UNDELIVERED = (DeliveryState.PENDING, DeliveryState.DEAD, DeliveryState.ORPHANED)
 #: Delivery states an operator may discard or move to another handler.
 OPERABLE = (DeliveryState.DEAD, DeliveryState.ORPHANED)
+#: Delivery states that are done: a finished call whose deliveries are all in them is ``delivered``.
+DONE = (DeliveryState.DELIVERED, DeliveryState.FILTERED)
 
 
 _D = DeliveryState
-#: Delivery moves: a pending delivery settles; an operator (or the handler coming back) makes a
-#: settled one pending again. Deliveries are created ``pending``; discarding deletes them.
+#: Delivery moves: a pending delivery settles (``filtered`` when its ``when`` does not match at
+#: delivery time); an operator (or the handler coming back) makes a settled one pending again.
+#: Deliveries are created ``pending``; discarding deletes them.
 _DELIVERY_MOVES: dict[DeliveryState, frozenset[DeliveryState]] = {
-    _D.PENDING: frozenset({_D.DELIVERED, _D.DEAD, _D.ORPHANED}),
+    _D.PENDING: frozenset({_D.DELIVERED, _D.DEAD, _D.ORPHANED, _D.FILTERED}),
     _D.DELIVERED: frozenset({_D.PENDING}),  # replay
     _D.DEAD: frozenset({_D.PENDING}),  # replay, or moved back to its handler
     _D.ORPHANED: frozenset({_D.PENDING}),  # its handler is configured again, or moved

@@ -14,7 +14,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from receiver.delivery import Handler, HandlerContext, HandlerOptions
-from receiver.routing import Route, RoutingError
+from receiver.fanout import Subscription, SubscriptionError
 from receiver.settings import ConfigError
 
 BUILTIN = {
@@ -41,9 +41,10 @@ def _module(handler_type: str) -> ModuleType:
     return module
 
 
-def parse_handlers(raw: Sequence[Any]) -> list[HandlerOptions]:
-    """Validate the ``handlers`` list; ConfigError names the handler and the option."""
-    parsed: list[HandlerOptions] = []
+def parse_subscriptions(raw: Sequence[Any]) -> list[Subscription]:
+    """Validate the ``handlers`` list into each handler's subscription (its options, ``when``
+    compiled); ConfigError names the handler and the option."""
+    parsed: list[Subscription] = []
     seen: set[str] = set()
     for index, entry in enumerate(raw):
         label = f"handlers[{index}]"
@@ -65,11 +66,15 @@ def parse_handlers(raw: Sequence[Any]) -> list[HandlerOptions]:
             raise ConfigError(f"invalid setting {label}.name: {options.name!r} is used twice")
         seen.add(options.name)
         try:
-            Route(options)
-        except RoutingError as exc:
+            parsed.append(Subscription(options))
+        except SubscriptionError as exc:
             raise ConfigError(f"invalid setting {label}: {exc}") from None
-        parsed.append(options)
     return parsed
+
+
+def parse_handlers(raw: Sequence[Any]) -> list[HandlerOptions]:
+    """The validated options of each handler (see ``parse_subscriptions``)."""
+    return [subscription.options for subscription in parse_subscriptions(raw)]
 
 
 def build_handler(options: HandlerOptions, context: HandlerContext) -> Handler:

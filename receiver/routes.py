@@ -90,10 +90,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-Handler = Callable[[Request, HttpState, bytes], Awaitable[tuple[str, EventOutcome]]]
+#: Verifies, parses and hands one inbound body to intake; answers (event type, outcome).
+Ingest = Callable[[Request, HttpState, bytes], Awaitable[tuple[str, EventOutcome]]]
 
 
-async def _inbound(request: Request, source: str, handle: Handler) -> Response:
+async def _inbound(request: Request, source: str, handle: Ingest) -> Response:
     """The shared shape of both inbound endpoints, with the status mapping of CONTRACT §4."""
     http = _state(request)
     metrics = http.metrics

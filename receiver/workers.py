@@ -16,12 +16,11 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sentry_sdk
 
-from receiver.delivery import CircuitPolicy, PermanentDeliveryError
+from receiver.destination import Destination
 from receiver.metrics import Metrics
 from receiver.observability import report_outage
 from receiver.store import CallRecord, DeliveryJob, Store, StoreError
@@ -173,39 +172,6 @@ class Poller(Loop):
         return len(calls)
 
 
-@dataclass
-class Circuit:
-    """A handler's circuit breaker: open after ``failure_threshold`` transient failures in a row,
-    one probe after ``open_seconds``, closed again on the first success."""
-
-    handler: str
-    policy: CircuitPolicy
-    failures: int = 0
-    open_until: float | None = None
-    probing: bool = False
-
-    def allowance(self, now: float, free: int) -> int:
-        if self.open_until is None:
-            return free
-        if now < self.open_until or self.probing:
-            return 0
-        self.probing = True
-        return min(free, 1)
-
-    def record(self, ok: bool, now: float, on_change: Callable[[str, bool], None]) -> None:
-        self.probing = False
-        if ok:
-            if self.open_until is not None:
-                on_change(self.handler, False)
-            self.failures, self.open_until = 0, None
-            return
-        self.failures += 1
-        if self.open_until is not None or self.failures >= self.policy.failure_threshold:
-            if self.open_until is None:
-                on_change(self.handler, True)
-            self.open_until = now + self.policy.open_seconds
-
-
 class Deliverer(Loop):
     """One loop for every handler: per-handler concurrency, rate limit and circuit breaker."""
 
@@ -216,12 +182,9 @@ class Deliverer(Loop):
     ) -> None:
         super().__init__(wakeups.events["deliver"], **kwargs)
         self.delivering = delivering
-        handlers = delivering.handlers
         self.handler_timeout = handler_timeout
-        self.in_flight: dict[str, int] = dict.fromkeys(handlers, 0)
-        self.circuits = {name: Circuit(name, options.circuit) for name, (options, _) in handlers.items()}
-        self.next_slot: dict[str, float] = dict.fromkeys(handlers, 0.0)
-        self.concurrency = sum(options.concurrency for options, _ in handlers.values()) or 1
+        destinations = delivering.destinations.values()
+        self.concurrency = sum(destination.options.concurrency for destination in destinations) or 1
         self._paused_cache: dict[str, Any] = {}
         self._paused_read = float("-inf")
         self._paused_generation = 0
@@ -237,28 +200,20 @@ class Deliverer(Loop):
     async def run_once(self) -> int:
         launched = 0
         paused = await self._paused()
-        for name, (options, _) in self.delivering.handlers.items():
-            if name in paused:
+        for destination in self.delivering.destinations.values():
+            if destination.name in paused:
                 continue
             now = self.delivering.clock()
-            free = options.concurrency - self.in_flight[name]
-            if options.rate_limit_per_second:
-                if self.next_slot[name] > now:
-                    continue
-                free = min(free, max(1, int(options.rate_limit_per_second)))
-            free = self.circuits[name].allowance(now, free)
+            free = destination.allowance(now)
             if free <= 0:
                 continue
             lease = self.handler_timeout + 30.0
-            jobs = await self.delivering.due(name, free, lease, OWNER)
-            if not jobs and self.circuits[name].probing:
-                self.circuits[name].probing = False
-            for index, job in enumerate(jobs):
-                delay = index / options.rate_limit_per_second if options.rate_limit_per_second else 0.0
-                self.in_flight[name] += 1
-                self.launch(self._one(name, job, delay))
-            if options.rate_limit_per_second and jobs:
-                self.next_slot[name] = now + len(jobs) / options.rate_limit_per_second
+            jobs = await self.delivering.due(destination, free, lease, OWNER)
+            if not jobs:
+                destination.circuit.no_probe()
+            for job, delay in zip(jobs, destination.pace(now, len(jobs)), strict=True):
+                destination.in_flight += 1
+                self.launch(self._one(destination, job, delay))
             launched += len(jobs)
         return launched
 
@@ -280,13 +235,15 @@ class Deliverer(Loop):
         self._paused_read = float("-inf")
         self._paused_generation += 1
 
-    async def _one(self, name: str, job: DeliveryJob, delay: float) -> None:
+    async def _one(self, destination: Destination, job: DeliveryJob, delay: float) -> None:
         try:
             if delay:
                 await asyncio.sleep(delay)
-            error = await self.delivering.deliver(job, self.handler_timeout)
-            ok = error is None or isinstance(error, PermanentDeliveryError)
-            self.circuits[name].record(ok, self.delivering.clock(), self._circuit_changed)
+            outcome = await self.delivering.deliver(destination, job, self.handler_timeout)
+            if outcome.asked:
+                destination.circuit.record(outcome.handler_ok, self.delivering.clock(), self._circuit_changed)
+            else:  # filtered: the handler's health is still unknown
+                destination.circuit.no_probe()
         except asyncio.CancelledError:
             # Shutdown cut the attempt short: give the delivery back now rather than leaving its
             # lease to expire, so another replica (or the next start) takes it at once.
@@ -294,7 +251,7 @@ class Deliverer(Loop):
                 await asyncio.shield(self.delivering.give_back(job))
             raise
         finally:
-            self.in_flight[name] -= 1
+            destination.in_flight -= 1
 
     @property
     def free(self) -> int:

@@ -56,6 +56,9 @@ def calls_show(args: argparse.Namespace, source: Source) -> int:
         took = f"+{stage['seconds']}s" if stage["seconds"] is not None else ""
         print(f"  {stage['stage']:<24} {stage['at'] or '-':<28} {took}")
     for d in view["deliveries"]:
+        if d["state"] == "filtered":
+            print(f"  delivery {d['handler']}: filtered (its 'when' did not match: nothing was sent)")
+            continue
         extra = f" next {d['next_attempt_at']}" if d["next_attempt_at"] else ""
         error = f" last error: {d['last_error']}" if d["last_error"] else ""
         print(f"  delivery {d['handler']}: {d['state']} after {d['attempts']} attempt(s){extra}{error}")
@@ -234,7 +237,9 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session", dest="session_id", help="sess_…")
     p.add_argument("--phone", help="a call's from or to number")
     p.add_argument("--handler", help="calls with a delivery to this handler")
-    p.add_argument("--delivery-state", dest="delivery_state", help="pending, delivered, dead, orphaned")
+    p.add_argument(
+        "--delivery-state", dest="delivery_state", help="pending, delivered, filtered, dead, orphaned"
+    )
     p.add_argument("--reason", help="text in the call's reason")
 
 

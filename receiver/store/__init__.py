@@ -149,9 +149,6 @@ class Stats:
 from receiver.store.operations import Attempt, ReplayOutcome, ReplayRecord, ReplayRequest  # noqa: E402
 from receiver.store.query import CallQuery  # noqa: E402
 
-Router = Callable[[str, dict[str, Any], AnalysisResult], Sequence[str]]
-"""Given (session id, call fields, result): the handlers that must receive it (events + when)."""
-
 
 class Store(CarrierStore, Protocol):
     """What the service needs from a database. Times are Unix seconds (float)."""
@@ -204,10 +201,16 @@ class Store(CarrierStore, Protocol):
         """Record the event id; create the call (``received``, due now) or merge its fields."""
 
     async def accept_analysis(
-        self, source: str, event_id: str, event_type: str, result: AnalysisResult, router: Router, now: float
+        self,
+        source: str,
+        event_id: str,
+        event_type: str,
+        result: AnalysisResult,
+        handlers: Sequence[str],
+        now: float,
     ) -> tuple[EventOutcome, Finished | None]:
-        """Record the event id and finish the call with ``result`` (ACCEPTED) unless it is unknown,
-        already finished or about another analysis (IGNORED)."""
+        """Record the event id and ``record_result`` (ACCEPTED) unless the call is unknown, already
+        finished or about another analysis (IGNORED)."""
 
     async def request_fetch(
         self,
@@ -239,9 +242,13 @@ class Store(CarrierStore, Protocol):
     async def skip_call(self, session_id: str, reason: str, now: float) -> None:
         """A guardrail said no: ``skipped`` with the reason; no credit is spent."""
 
-    async def finish(self, result: AnalysisResult, router: Router, now: float) -> Finished | None:
-        """Move an unfinished call to completed/failed and create its deliveries; None if it was
-        already finished (nothing changes, nothing is delivered twice)."""
+    async def record_result(
+        self, result: AnalysisResult, handlers: Sequence[str], now: float
+    ) -> Finished | None:
+        """Move an unfinished call to completed/failed with one pending delivery per handler in
+        ``handlers`` (those subscribed to the result's event; ``delivered`` at once when there is
+        none); None if it was already finished (nothing changes, nothing is delivered twice).
+        No domain code runs here: ``when`` is evaluated at delivery time."""
 
     async def claim_calls_to_poll(
         self, limit: int, now: float, lease_seconds: float, owner: str
@@ -257,7 +264,12 @@ class Store(CarrierStore, Protocol):
         """Lease due pending deliveries of one handler (oldest first)."""
 
     async def mark_delivered(self, delivery_id: str, now: float) -> None:
-        """Delivered; when every delivery of the call is delivered the call becomes ``delivered``."""
+        """Delivered; when every delivery of the call is done (``lifecycle.DONE``: delivered or
+        filtered) the call becomes ``delivered``."""
+
+    async def mark_filtered(self, delivery_id: str, now: float) -> None:
+        """Its handler's ``when`` did not match: ``filtered`` (no attempt counted); the call becomes
+        ``delivered`` as in ``mark_delivered``."""
 
     async def retry_delivery(self, delivery_id: str, next_at: float, error: str, now: float) -> None: ...
 

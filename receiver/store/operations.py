@@ -46,7 +46,7 @@ class Attempt:
     session_id: str
     at: float
     kind: str
-    outcome: str  # started, retry, paused, failed, skipped / delivered, retry, dead
+    outcome: str  # started, retry, paused, failed, skipped / delivered, retry, dead, filtered
     handler: str | None = None
     code: int | None = None  # the answer's HTTP status, where there was one
     reason: str | None = None

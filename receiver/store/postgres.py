@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -40,7 +40,6 @@ from receiver.store import (
     EventOutcome,
     Finished,
     NewCall,
-    Router,
     StoreError,
     StoreUnavailable,
 )
@@ -242,7 +241,13 @@ class PostgresStore(
         return EventOutcome.ACCEPTED if row["inserted"] else EventOutcome.MERGED
 
     async def accept_analysis(
-        self, source: str, event_id: str, event_type: str, result: AnalysisResult, router: Router, now: float
+        self,
+        source: str,
+        event_id: str,
+        event_type: str,
+        result: AnalysisResult,
+        handlers: Sequence[str],
+        now: float,
     ) -> tuple[EventOutcome, Finished | None]:
         async with self._conn() as conn, conn.transaction():
             fresh = await conn.fetchval(
@@ -250,7 +255,7 @@ class PostgresStore(
             )
             if fresh is None:
                 return EventOutcome.DUPLICATE, None
-            finished = await self._finish(conn, result, router, now)
+            finished = await self._record_result(conn, result, handlers, now)
         return (EventOutcome.ACCEPTED if finished else EventOutcome.IGNORED), finished
 
     async def request_fetch(
@@ -325,14 +330,16 @@ class PostgresStore(
 
     # --- following ----------------------------------------------------------------------------
 
-    async def finish(self, result: AnalysisResult, router: Router, now: float) -> Finished | None:
-        async with self._conn() as conn, conn.transaction():
-            return await self._finish(conn, result, router, now)
-
-    async def _finish(
-        self, conn: Connection, result: AnalysisResult, router: Router, now: float
+    async def record_result(
+        self, result: AnalysisResult, handlers: Sequence[str], now: float
     ) -> Finished | None:
-        """Inside a transaction: lock the call, check it is unfinished, route, write (2 statements)."""
+        async with self._conn() as conn, conn.transaction():
+            return await self._record_result(conn, result, handlers, now)
+
+    async def _record_result(
+        self, conn: Connection, result: AnalysisResult, subscribed: Sequence[str], now: float
+    ) -> Finished | None:
+        """Inside a transaction: lock the call, check it is unfinished, write (2 statements)."""
         if result.session_id is None and result.analysis_id is None:
             return None
         row = await conn.fetchrow(sql.LOCK_FOR_FINISH, result.session_id, result.analysis_id)
@@ -347,7 +354,7 @@ class PostgresStore(
             return None
         session_id: str = row["session_id"]
         via = "webhook" if row["webhook_seen"] else result.via
-        handlers = list(dict.fromkeys(router(session_id, json.loads(row["call_json"]), result)))
+        handlers = list(dict.fromkeys(subscribed))
         state = result.state if handlers else CallState.DELIVERED
         await conn.execute(
             sql.FINISH,

@@ -62,6 +62,11 @@ class PostgresOutboxMixin:
             await conn.execute(sql.LOCK_CALL_OF_DELIVERY, delivery_id)
             await conn.execute(sql.MARK_DELIVERED, delivery_id, now)
 
+    async def mark_filtered(self, delivery_id: str, now: float) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(sql.LOCK_CALL_OF_DELIVERY, delivery_id)
+            await conn.execute(sql.MARK_FILTERED, delivery_id, now)
+
     async def retry_delivery(self, delivery_id: str, next_at: float, error: str, now: float) -> None:
         async with self._conn() as conn:
             await conn.execute(

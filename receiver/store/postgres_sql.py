@@ -12,6 +12,8 @@ PRUNABLE = sql_in(*lifecycle.PRUNABLE)
 #: Delivery states that keep a call from retention, from ``receiver.lifecycle`` (the one source).
 UNDELIVERED = sql_in(*lifecycle.UNDELIVERED)
 ANALYSED = sql_in(*lifecycle.ANALYSED)
+#: Delivery states that are done (delivered, filtered): a call with only these is delivered.
+DONE = sql_in(*lifecycle.DONE)
 
 # --- SQL, kept as data: $n parameters, one statement per round trip ------------------------------
 
@@ -43,7 +45,7 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1
 
 # The call to finish, locked (two results racing serialise here); by analysis id when no session id.
 LOCK_FOR_FINISH = """
-SELECT session_id, state, analysis_id, call_json, webhook_seen, started_at FROM calls
+SELECT session_id, state, analysis_id, webhook_seen, started_at FROM calls
 WHERE session_id = coalesce($1::text, (SELECT session_id FROM calls WHERE analysis_id = $2 LIMIT 1))
 FOR UPDATE
 """
@@ -137,17 +139,26 @@ SELECT c.session_id FROM deliveries d JOIN calls c ON c.session_id = d.session_i
 WHERE d.id = $1 FOR UPDATE OF c
 """
 
-MARK_DELIVERED = f"""
+
+def _settle(state: DeliveryState, columns: str) -> str:
+    """Params: delivery id, now. A pending delivery moves to ``state`` (setting ``columns`` too),
+    and its call to ``delivered`` when no other delivery of the call is left undone."""
+    return f"""
 WITH d AS (
-    UPDATE deliveries SET state = {sql_value(DeliveryState.DELIVERED)}, delivered_at = $2, attempts = attempts + 1,
-        last_error = NULL, lease_owner = NULL, lease_until = NULL
+    UPDATE deliveries SET state = {sql_value(state)}, {columns}lease_owner = NULL, lease_until = NULL
     WHERE id = $1 AND state = {sql_value(DeliveryState.PENDING)} RETURNING session_id
 )
 UPDATE calls SET state = {sql_value(CallState.DELIVERED)}, delivered_at = $2, updated_at = $2
 WHERE session_id IN (SELECT session_id FROM d) AND state IN {ANALYSED}
   AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.session_id = calls.session_id
-                  AND x.state <> {sql_value(DeliveryState.DELIVERED)} AND x.id <> $1)
+                  AND x.state NOT IN {DONE} AND x.id <> $1)
 """
+
+
+MARK_DELIVERED = _settle(
+    DeliveryState.DELIVERED, "delivered_at = $2, attempts = attempts + 1, last_error = NULL, "
+)
+MARK_FILTERED = _settle(DeliveryState.FILTERED, "")
 
 PRUNE = f"""
 WITH events AS (

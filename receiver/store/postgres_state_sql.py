@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from receiver import lifecycle
 from receiver.lifecycle import ANALYSED, CallState, DeliveryState, sql_in, sql_value
-from receiver.store.postgres_sql import MARK_STARTED, TO_START
+from receiver.store.postgres_sql import DONE, MARK_STARTED, TO_START
 
 OPERABLE = sql_in(*lifecycle.OPERABLE)
 
@@ -92,8 +92,8 @@ VALUES ($1, $2, $3, $4, {sql_value(DeliveryState.PENDING)}, $5, $6, $7) ON CONFL
 SETTLE = f"""
 UPDATE calls SET updated_at = $2,
     state = CASE WHEN state IN {sql_in(*ANALYSED)} AND NOT EXISTS (SELECT 1 FROM deliveries x
-        WHERE x.session_id = calls.session_id AND x.state <> {sql_value(DeliveryState.DELIVERED)}) THEN {sql_value(CallState.DELIVERED)} ELSE state END,
+        WHERE x.session_id = calls.session_id AND x.state NOT IN {DONE}) THEN {sql_value(CallState.DELIVERED)} ELSE state END,
     delivered_at = CASE WHEN state IN {sql_in(*ANALYSED)} AND NOT EXISTS (SELECT 1 FROM deliveries x
-        WHERE x.session_id = calls.session_id AND x.state <> {sql_value(DeliveryState.DELIVERED)}) THEN $2 ELSE delivered_at END
+        WHERE x.session_id = calls.session_id AND x.state NOT IN {DONE}) THEN $2 ELSE delivered_at END
 WHERE session_id = ANY($1::text[])
 """

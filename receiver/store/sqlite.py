@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from receiver.lifecycle import (
@@ -26,7 +26,6 @@ from receiver.store import (
     EventOutcome,
     Finished,
     NewCall,
-    Router,
     StoreError,
     StoreUnavailable,
 )
@@ -144,12 +143,18 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
         return await self._run(op)
 
     async def accept_analysis(
-        self, source: str, event_id: str, event_type: str, result: AnalysisResult, router: Router, now: float
+        self,
+        source: str,
+        event_id: str,
+        event_type: str,
+        result: AnalysisResult,
+        handlers: Sequence[str],
+        now: float,
     ) -> tuple[EventOutcome, Finished | None]:
         def op(conn: sqlite3.Connection) -> tuple[EventOutcome, Finished | None]:
             if not _record_event(conn, source, event_id, event_type, result.session_id, now):
                 return EventOutcome.DUPLICATE, None
-            finished = _finish(conn, result, router, now)
+            finished = _record_result(conn, result, handlers, now)
             return (EventOutcome.ACCEPTED if finished else EventOutcome.IGNORED), finished
 
         return await self._run(op)
@@ -249,8 +254,10 @@ class SQLiteStore(SQLiteOperations, SQLiteStateMixin, SQLiteOutboxMixin, SQLiteC
 
     # --- following --------------------------------------------------------------------------
 
-    async def finish(self, result: AnalysisResult, router: Router, now: float) -> Finished | None:
-        return await self._run(lambda conn: _finish(conn, result, router, now))
+    async def record_result(
+        self, result: AnalysisResult, handlers: Sequence[str], now: float
+    ) -> Finished | None:
+        return await self._run(lambda conn: _record_result(conn, result, handlers, now))
 
     async def claim_calls_to_poll(
         self, limit: int, now: float, lease_seconds: float, owner: str
@@ -306,12 +313,14 @@ def _session_of(conn: sqlite3.Connection, analysis_id: str) -> str | None:
     return row[0] if row else None
 
 
-def _finish(conn: sqlite3.Connection, result: AnalysisResult, router: Router, now: float) -> Finished | None:
+def _record_result(
+    conn: sqlite3.Connection, result: AnalysisResult, subscribed: Sequence[str], now: float
+) -> Finished | None:
     session_id = result.session_id or (_session_of(conn, result.analysis_id) if result.analysis_id else None)
     if session_id is None:
         return None
     row = conn.execute(
-        "SELECT state, analysis_id, call_json, webhook_seen, started_at FROM calls WHERE session_id = ?",
+        "SELECT state, analysis_id, webhook_seen, started_at FROM calls WHERE session_id = ?",
         (session_id,),
     ).fetchone()
     if row is None or CallState(row["state"]) not in (*TO_START, *IN_FLIGHT):
@@ -319,8 +328,7 @@ def _finish(conn: sqlite3.Connection, result: AnalysisResult, router: Router, no
     if row["analysis_id"] and result.analysis_id and row["analysis_id"] != result.analysis_id:
         return None
     via = "webhook" if row["webhook_seen"] else result.via
-    call = json.loads(row["call_json"])
-    handlers = list(dict.fromkeys(router(session_id, call, result)))
+    handlers = list(dict.fromkeys(subscribed))
     state = result.state if handlers else CallState.DELIVERED
     conn.execute(
         "UPDATE calls SET state = ?, analysis_id = coalesce(analysis_id, ?), analysis_json = ?, reason = ?,"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from receiver.lifecycle import (
     ANALYSED,
+    DONE,
     IN_FLIGHT,
     PRUNABLE,
     TO_START,
@@ -79,6 +80,18 @@ class SQLiteOutboxMixin:
                 f" last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = {sql_value(DeliveryState.PENDING)}"
                 " RETURNING session_id",
                 (now, delivery_id),
+            ).fetchone()
+            if row is not None:
+                _maybe_delivered(conn, row["session_id"], now)
+
+        await self._run(op)
+
+    async def mark_filtered(self, delivery_id: str, now: float) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                f"UPDATE deliveries SET state = {sql_value(DeliveryState.FILTERED)}, lease_owner = NULL,"
+                f" lease_until = NULL WHERE id = ? AND state = {sql_value(DeliveryState.PENDING)} RETURNING session_id",
+                (delivery_id,),
             ).fetchone()
             if row is not None:
                 _maybe_delivered(conn, row["session_id"], now)
@@ -232,7 +245,7 @@ def _maybe_delivered(conn: sqlite3.Connection, session_id: str, now: float) -> N
     conn.execute(
         f"UPDATE calls SET state = {sql_value(CallState.DELIVERED)}, delivered_at = ?, updated_at = ? WHERE session_id = ?"
         f" AND state IN {sql_in(*ANALYSED)} AND NOT EXISTS (SELECT 1 FROM deliveries"
-        f" WHERE session_id = ? AND state != {sql_value(DeliveryState.DELIVERED)})",
+        f" WHERE session_id = ? AND state NOT IN {sql_in(*DONE)})",
         (now, now, session_id, session_id),
     )
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from receiver.lifecycle import ANALYSED, OPERABLE, TO_START, CallState, DeliveryState, sql_in, sql_value
+from receiver.lifecycle import ANALYSED, DONE, OPERABLE, TO_START, CallState, DeliveryState, sql_in, sql_value
 from receiver.store import RememberedSession
 from receiver.store.keys import delivery_id
 
@@ -37,7 +37,7 @@ def _maybe_delivered(conn: sqlite3.Connection, sessions: set[str], now: float) -
     conn.executemany(
         f"UPDATE calls SET state = {sql_value(CallState.DELIVERED)}, delivered_at = ?, updated_at = ? WHERE session_id = ?"
         f" AND state IN {sql_in(*ANALYSED)} AND NOT EXISTS (SELECT 1 FROM deliveries"
-        f" WHERE session_id = ? AND state != {sql_value(DeliveryState.DELIVERED)})",
+        f" WHERE session_id = ? AND state NOT IN {sql_in(*DONE)})",
         [(now, now, s, s) for s in sessions],
     )
 

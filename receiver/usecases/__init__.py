@@ -17,7 +17,7 @@ from receiver.usecases.common import (
     Sessions,
     Wakeups,
 )
-from receiver.usecases.delivering import Delivering
+from receiver.usecases.delivering import Delivering, Outcome
 from receiver.usecases.following import Following
 from receiver.usecases.intake import Intake
 from receiver.usecases.starting import Starting
@@ -30,6 +30,7 @@ __all__ = [
     "Delivering",
     "Following",
     "Intake",
+    "Outcome",
     "Results",
     "Sessions",
     "Starting",

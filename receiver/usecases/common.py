@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from receiver.fanout import Subscription, event, subscribers
 from receiver.kallglot import KallglotClient, KallglotError
 from receiver.kallglot_answers import Analysis, SessionInfo
 from receiver.lifecycle import CallState
 from receiver.metrics import Metrics
-from receiver.routing import Router
 from receiver.store import AnalysisResult, Finished, Store, StoreError
 from receiver.store.operations import Attempt
 
@@ -90,22 +90,31 @@ class Results:
     """Records a finished analysis (whoever learnt of it) and wakes the deliverer."""
 
     def __init__(
-        self, store: Store, router: Router, metrics: Metrics, wakeups: Wakeups, clock: Callable[[], float]
+        self,
+        store: Store,
+        subscriptions: Sequence[Subscription],
+        metrics: Metrics,
+        wakeups: Wakeups,
+        clock: Callable[[], float],
     ) -> None:
         self.store = store
-        self.router = router
+        self.subscriptions = list(subscriptions)
         self._metrics = metrics
         self._wakeups = wakeups
         self._clock = clock
 
+    def subscribers(self, result: AnalysisResult) -> list[str]:
+        """The handlers that get a delivery of ``result`` (``when`` is for the delivering use case)."""
+        return subscribers(self.subscriptions, result.state)
+
     async def record(self, result: AnalysisResult) -> None:
         now = self._clock()
-        finished = await self.store.finish(result, self.router, now)
+        finished = await self.store.record_result(result, self.subscribers(result), now)
         if finished is not None:
             self.finished(result, finished, now)
 
     def finished(self, result: AnalysisResult, finished: Finished, now: float) -> None:
-        status = "completed" if result.state is CallState.COMPLETED else "failed"
+        status = event(result.state)
         self._metrics.analyses_finished.labels(status, finished.via).inc()
         if finished.started_at is not None:
             self._metrics.analysis_duration.observe(max(0.0, now - finished.started_at))

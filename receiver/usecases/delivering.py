@@ -6,15 +6,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sentry_sdk
 
-from receiver.delivery import Delivery, DeliveryError, Handler, HandlerOptions, PermanentDeliveryError
+from receiver.delivery import Delivery, DeliveryError, HandlerOptions, PermanentDeliveryError
+from receiver.destination import Destination
+from receiver.fanout import document, narrow
 from receiver.metrics import Metrics
 from receiver.pacing import backoff
-from receiver.routing import document, narrow
 from receiver.store import DeliveryJob, Store
 from receiver.tracing import stage
 from receiver.usecases.common import Attempts, Sessions
@@ -22,27 +24,47 @@ from receiver.usecases.common import Attempts, Sessions
 log = logging.getLogger("receiver")
 
 
+WHEN_NO_MATCH = "its 'when' did not match"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt as the delivery loop sees it: the handler's error (None on success), or the
+    handler was not asked at all (``asked`` False: the delivery was filtered)."""
+
+    error: DeliveryError | None = None
+    asked: bool = True
+
+    @property
+    def handler_ok(self) -> bool:
+        """The handler answered as a working one does (a permanent refusal is a working answer)."""
+        return self.error is None or isinstance(self.error, PermanentDeliveryError)
+
+
+FILTERED = Outcome(asked=False)
+
+
 class Delivering:
     def __init__(
         self,
         *,
         store: Store,
-        handlers: dict[str, tuple[HandlerOptions, Handler]],
+        destinations: dict[str, Destination],
         attempts: Attempts,
         sessions: Sessions,
         metrics: Metrics,
         clock: Callable[[], float],
     ) -> None:
         self.store = store
-        self.handlers = handlers
+        self.destinations = destinations
         self.attempts = attempts
         self.sessions = sessions
         self.metrics = metrics
         self.clock = clock
 
-    async def due(self, handler: str, free: int, lease: float, owner: str) -> list[DeliveryJob]:
-        """Claim up to ``free`` deliveries of ``handler`` that are due."""
-        return await self.store.claim_deliveries(handler, free, self.clock(), lease, owner)
+    async def due(self, destination: Destination, free: int, lease: float, owner: str) -> list[DeliveryJob]:
+        """Claim up to ``free`` deliveries of ``destination`` that are due."""
+        return await self.store.claim_deliveries(destination.name, free, self.clock(), lease, owner)
 
     async def paused(self) -> dict[str, Any]:
         """Handlers paused by operators (stored, so every replica honours them)."""
@@ -55,7 +77,7 @@ class Delivering:
     async def detect_orphans(self) -> dict[str, int]:
         """At start-up: deliveries of handlers no longer configured become ``orphaned`` (and come
         back to pending when their handler is configured again); one WARNING per handler."""
-        orphaned = await self.store.orphan_deliveries(list(self.handlers), self.clock())
+        orphaned = await self.store.orphan_deliveries(list(self.destinations), self.clock())
         for handler, count in sorted(orphaned.items()):
             log.warning(
                 "delivery.orphaned",
@@ -68,18 +90,20 @@ class Delivering:
         self.metrics.set_orphaned(orphaned)
         return orphaned
 
-    async def build_delivery(self, job: DeliveryJob, options: HandlerOptions) -> Delivery:
+    async def build_delivery(
+        self, job: DeliveryJob, doc: dict[str, Any], options: HandlerOptions
+    ) -> Delivery:
+        """What the handler receives: ``doc`` with the call enriched (``enrich``), narrowed to ``fields``."""
         record = job.delivery
-        call = dict(job.call)
+        call = doc["call"]
         if options.enrich and ("metadata" not in call or not (call.get("from") or call.get("to"))):
+            call = dict(call)
             session = await self.sessions.info(record.session_id)
             if session is not None and session.phone_number and "phone_number" not in call:
                 call["phone_number"] = session.phone_number
             if session is not None and session.metadata is not None:
                 call["metadata"] = {**session.metadata, **call.get("metadata", {})}
-        doc = narrow(
-            document(record.session_id, record.handler, record.status, call, job.analysis), options.fields
-        )
+            doc = {**doc, "call": call}
         return Delivery(
             id=record.id,
             handler=record.handler,
@@ -88,19 +112,24 @@ class Delivering:
             status="completed" if record.status == "completed" else "failed",
             attempt=record.attempts + 1,
             created_at=datetime.fromtimestamp(record.created_at, UTC),
-            document=doc,
+            document=narrow(doc, options.fields),
         )
 
-    @stage("delivery", lambda job, timeout: job.delivery.session_id)
-    async def deliver(self, job: DeliveryJob, timeout: float) -> DeliveryError | None:
-        """One attempt; returns the classified error (None on success) after recording the outcome."""
+    @stage("delivery", lambda destination, job, timeout: job.delivery.session_id)
+    async def deliver(self, destination: Destination, job: DeliveryJob, timeout: float) -> Outcome:
+        """One attempt: the document is built once; its ``when`` decides whether the handler is asked
+        at all (``filtered`` if not, on the document before enrichment, so that a filtered delivery
+        costs no Kallglot look-up); the outcome is recorded."""
         record = job.delivery
-        options, handler = self.handlers[record.handler]
+        doc = document(record.id, record.session_id, record.status, job.call, job.analysis)
+        if not destination.subscription.matches(doc):
+            await self._filtered(job)
+            return FILTERED
         started = time.perf_counter()
         error: DeliveryError | None = None
         try:
-            delivery = await self.build_delivery(job, options)
-            await asyncio.wait_for(handler.deliver(delivery), timeout=timeout)
+            delivery = await self.build_delivery(job, doc, destination.options)
+            await asyncio.wait_for(destination.handler.deliver(delivery), timeout=timeout)
         except DeliveryError as exc:
             error = exc
         except TimeoutError:
@@ -118,9 +147,17 @@ class Delivering:
             self.metrics.deliveries.labels(record.handler, "delivered").inc()
             self.metrics.call_to_delivery.labels(record.handler).observe(max(0.0, now - job.call_received_at))
             log.info("delivery.delivered", extra={"session_id": record.session_id, "handler": record.handler})
-            return None
-        await self._failed(job, options, error, now)
-        return error
+            return Outcome()
+        await self._failed(job, destination.options, error, now)
+        return Outcome(error)
+
+    async def _filtered(self, job: DeliveryJob) -> None:
+        record = job.delivery
+        await self.store.mark_filtered(record.id, self.clock())
+        await self.attempts.record(
+            record.session_id, "delivery", "filtered", None, handler=record.handler, reason=WHEN_NO_MATCH
+        )
+        log.info("delivery.filtered", extra={"session_id": record.session_id, "handler": record.handler})
 
     async def _failed(
         self, job: DeliveryJob, options: HandlerOptions, error: DeliveryError, now: float

@@ -75,7 +75,12 @@ class Intake:
             if finished_result is None:
                 return EventOutcome.IGNORED
             outcome, finished = await self.store.accept_analysis(
-                KALLGLOT, event.id, event.type, finished_result, self.results.router, now
+                KALLGLOT,
+                event.id,
+                event.type,
+                finished_result,
+                self.results.subscribers(finished_result),
+                now,
             )
             if finished is not None:
                 self.results.finished(finished_result, finished, now)

@@ -5,9 +5,11 @@ and the token appears in no page or URL."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 
+from tests.integration.conftest import StackFactory
 from tests.integration.harness import ADMIN_TOKEN, Stack
 
 BASE = "/admin/console"
@@ -98,3 +100,16 @@ async def test_the_call_page_shows_kallglots_request_id_of_each_start_attempt(st
     assert page.status_code == 200
     assert "Kallglot request id" in page.text
     assert f'<td class="mono">{request_id}</td>' in page.text
+
+
+async def test_the_call_page_shows_a_filtered_delivery(make_stack: StackFactory, tmp_path: Path) -> None:
+    never = {"name": "never", "type": "file", "path": f"{tmp_path}/never/", "when": "call.crm == 'x'"}
+    stack = await make_stack(handlers=[{"name": "files", "type": "file", "path": f"{tmp_path}/out/"}, never])
+    await stack.session_ended("sess_console_filtered1")
+    await stack.wait_state("sess_console_filtered1", "delivered")
+    async with httpx.AsyncClient() as client:
+        await _login(stack, client)
+        page = await client.get(f"{stack.admin_url}{BASE}/calls/sess_console_filtered1")
+    assert page.status_code == 200
+    assert '<td>never</td><td class="state-filtered">filtered</td>' in page.text
+    assert '<td>files</td><td class="state-delivered">delivered</td>' in page.text

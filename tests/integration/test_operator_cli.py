@@ -117,6 +117,33 @@ async def test_commands_over_the_admin_url_read_replay_and_pause(stack: Stack) -
     assert (paused.returncode, resumed.returncode, starting.returncode) == (0, 0, 0)
 
 
+async def test_calls_show_shows_a_filtered_delivery(make_stack: StackFactory, tmp_path: Path) -> None:
+    never = "analysis.compliance.status == 'x'"
+    stack = await make_stack(
+        handlers=[
+            {"name": "files", "type": "file", "path": f"{tmp_path}/deliveries/"},
+            {"name": "never", "type": "file", "path": f"{tmp_path}/never/", "when": never},
+        ]
+    )
+    await stack.session_ended("sess_filtered1")
+    await stack.wait_state("sess_filtered1", "delivered")
+    env = {"RECEIVER_ADMIN_TOKEN": ADMIN_TOKEN}
+
+    shown = await _cli(["calls", "show", "sess_filtered1", "--url", stack.admin_url], env)
+    as_json = await _cli(["calls", "show", "sess_filtered1", "--url", stack.admin_url, "--json"], env)
+
+    assert (shown.returncode, as_json.returncode) == (0, 0), shown.stderr + as_json.stderr
+    assert "delivery files: delivered after 1 attempt(s)" in shown.stdout
+    assert "delivery never: filtered (its 'when' did not match: nothing was sent)" in shown.stdout
+    view = json.loads(as_json.stdout)
+    assert {d["handler"]: d["state"] for d in view["deliveries"]} == {
+        "files": "delivered",
+        "never": "filtered",
+    }
+    attempts = sorted((a["handler"], a["outcome"]) for a in view["attempts"] if a["kind"] == "delivery")
+    assert attempts == [("files", "delivered"), ("never", "filtered")]
+
+
 async def _has_dead(stack: Stack) -> bool:
     view = await stack.http.get(
         f"{stack.admin_url}/admin/calls/sess_url1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}

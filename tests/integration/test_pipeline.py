@@ -336,7 +336,11 @@ async def test_when_filters_and_field_policies_shape_what_each_handler_gets(
     await stack.session_ended("sess_shape1")
     view = await stack.wait_state("sess_shape1", "delivered")
 
-    assert [d["handler"] for d in view["deliveries"]] == ["files"]
+    # Both handlers subscribe to completed results; "never"'s when is evaluated at delivery time.
+    assert {d["handler"]: d["state"] for d in view["deliveries"]} == {
+        "files": "delivered",
+        "never": "filtered",
+    }
     [doc] = stack.delivered_files()
     assert set(doc) == {"type", "id", "session_id", "analysis"}
     assert set(doc["analysis"]) == {"summary"}

@@ -27,7 +27,6 @@ from receiver.events import parse_kallglot_event
 from receiver.kallglot import MAX_RETRY_AFTER_SECONDS, KallglotClient, RateLimited, Unavailable
 from receiver.lifecycle import CallState
 from receiver.metrics import Metrics
-from receiver.routing import Router
 from receiver.sandbox import DEV_API_KEY, Sandbox
 from receiver.store import EventOutcome, Store, open_store
 from receiver.workers import Starter
@@ -50,9 +49,7 @@ class World:
         metrics = Metrics()
         client = KallglotClient(f"{self.sandbox_url}/v1", DEV_API_KEY, metrics=metrics)
         self.clients.append(client)
-        return wire(
-            self.store, client, {}, Router([]), metrics, analysis_settings(values), time.time, (5.0, 10.0)
-        )
+        return wire(self.store, client, {}, metrics, analysis_settings(values), time.time, (5.0, 10.0))
 
 
 def _tmp() -> Path:
@@ -257,7 +254,7 @@ async def test_deliveries_of_a_removed_handler_are_orphaned_at_start_up_and_show
         result = AnalysisResult(
             session, f"anl_{session}", CallState.COMPLETED, {"status": "completed"}, "poll"
         )
-        await store.finish(result, lambda s, c, r: ["crm_renamed"], now)
+        await store.record_result(result, ["crm_renamed"], now)
     await store.close()
     with caplog.at_level(logging.WARNING, logger="receiver"):
         stack = await make_stack()

@@ -29,8 +29,9 @@ OWNER = "test-owner"
 LEASE = 60.0
 
 
-def to(*handlers: str) -> Any:
-    return lambda session_id, call, result: list(handlers)
+def to(*handlers: str) -> list[str]:
+    """The handlers subscribed to a result (the use case's choice; the store runs no domain code)."""
+    return list(handlers)
 
 
 def done(session: str | None, analysis: str | None = "anl_1", *, failed: bool = False) -> AnalysisResult:
@@ -70,7 +71,7 @@ async def started(store: Store, session: str = "sess_1", analysis: str = "anl_1"
 
 async def finished(store: Store, session: str = "sess_1", *handlers: str, now: float = T) -> None:
     await started(store, session, f"anl_{session}", now)
-    assert await store.finish(done(session, f"anl_{session}"), to(*handlers), now + 1) is not None
+    assert await store.record_result(done(session, f"anl_{session}"), to(*handlers), now + 1) is not None
 
 
 # --- schema ---------------------------------------------------------------------------------
@@ -228,7 +229,7 @@ async def test_mark_started_moves_to_processing_and_schedules_the_first_poll(sto
 async def test_mark_started_after_the_call_finished_keeps_it_finished(store: Store) -> None:
     await new(store)
     await store.claim_calls_to_start(1, T, LEASE, OWNER)
-    assert await store.finish(done("sess_1", "anl_1"), to("h"), T + 1) is not None
+    assert await store.record_result(done("sess_1", "anl_1"), to("h"), T + 1) is not None
     await store.mark_started("sess_1", "anl_1", T + 30, T + 2)
     assert (await get(store)).state is CallState.COMPLETED
 
@@ -250,7 +251,7 @@ async def test_a_skipped_call_is_never_started_nor_finished(store: Store) -> Non
     record = await get(store)
     assert (record.state, record.reason, record.finished_at) == (CallState.SKIPPED, "too short", T + 1)
     assert await store.claim_calls_to_start(1, T + 1000, LEASE, OWNER) == []
-    assert await store.finish(done("sess_1"), to("h"), T + 2) is None
+    assert await store.record_result(done("sess_1"), to("h"), T + 2) is None
 
 
 async def test_mark_session_ended_clears_the_request(store: Store) -> None:
@@ -264,7 +265,7 @@ async def test_mark_session_ended_clears_the_request(store: Store) -> None:
 
 async def test_finish_completes_the_call_and_creates_one_delivery_per_handler(store: Store) -> None:
     await started(store)
-    outcome = await store.finish(done("sess_1"), to("a", "b", "a"), T + 5)
+    outcome = await store.record_result(done("sess_1"), to("a", "b", "a"), T + 5)
     assert outcome is not None
     assert (outcome.session_id, outcome.via, outcome.started_at, outcome.deliveries) == (
         "sess_1",
@@ -287,8 +288,8 @@ async def test_finish_completes_the_call_and_creates_one_delivery_per_handler(st
 
 async def test_a_second_result_changes_nothing_and_delivers_nothing_twice(store: Store) -> None:
     await started(store)
-    await store.finish(done("sess_1"), to("a"), T + 5)
-    assert await store.finish(done("sess_1", failed=True), to("a", "b"), T + 6) is None
+    await store.record_result(done("sess_1"), to("a"), T + 5)
+    assert await store.record_result(done("sess_1", failed=True), to("a", "b"), T + 6) is None
     record = await get(store)
     assert (record.state, record.finished_at) == (CallState.COMPLETED, T + 5)
     assert set(await deliveries(store)) == {"a"}
@@ -297,14 +298,14 @@ async def test_a_second_result_changes_nothing_and_delivers_nothing_twice(store:
 async def test_results_racing_finish_the_call_exactly_once(backend: Backend) -> None:
     await started(backend.store)
     stores = [backend.store, backend.other] * 5
-    outcomes = await asyncio.gather(*(s.finish(done("sess_1"), to("a", "b"), T + 5) for s in stores))
+    outcomes = await asyncio.gather(*(s.record_result(done("sess_1"), to("a", "b"), T + 5) for s in stores))
     assert sum(outcome is not None for outcome in outcomes) == 1
     assert len(await deliveries(backend.store)) == 2
 
 
 async def test_a_failed_analysis_is_delivered_as_failed(store: Store) -> None:
     await started(store)
-    await store.finish(done("sess_1", failed=True), to("a"), T + 5)
+    await store.record_result(done("sess_1", failed=True), to("a"), T + 5)
     record = await get(store)
     assert (record.state, record.reason) == (CallState.FAILED, "boom")
     assert (await deliveries(store))["a"].status == "failed"
@@ -312,7 +313,7 @@ async def test_a_failed_analysis_is_delivered_as_failed(store: Store) -> None:
 
 async def test_a_result_no_handler_wants_is_delivered_at_once(store: Store) -> None:
     await started(store)
-    outcome = await store.finish(done("sess_1"), to(), T + 5)
+    outcome = await store.record_result(done("sess_1"), to(), T + 5)
     assert outcome is not None
     assert outcome.deliveries == 0
     record = await get(store)
@@ -321,20 +322,20 @@ async def test_a_result_no_handler_wants_is_delivered_at_once(store: Store) -> N
 
 async def test_finish_finds_the_call_by_analysis_id(store: Store) -> None:
     await started(store, analysis="anl_9")
-    assert await store.finish(done(None, "anl_9"), to("a"), T + 5) is not None
+    assert await store.record_result(done(None, "anl_9"), to("a"), T + 5) is not None
     assert (await get(store)).state is CallState.COMPLETED
 
 
-async def test_the_router_sees_the_call_fields(store: Store) -> None:
+async def test_a_claimed_delivery_carries_the_call_fields_and_the_analysis(store: Store) -> None:
+    # ``when`` is evaluated at delivery time, on the document built from what the claim returns.
     await new(store, crm="42")
-    seen: list[tuple[str, dict[str, Any]]] = []
-
-    def router(session_id: str, call: dict[str, Any], result: AnalysisResult) -> list[str]:
-        seen.append((session_id, call))
-        return ["a"]
-
-    await store.finish(done("sess_1"), router, T + 1)
-    assert seen == [("sess_1", {"crm": "42"})]
+    await store.record_result(done("sess_1"), to("a"), T + 1)
+    [job] = await store.claim_deliveries("a", 10, T + 1, LEASE, OWNER)
+    assert (job.call, job.analysis, job.analysis_id) == (
+        {"crm": "42"},
+        {"id": "anl_1", "status": "completed", "summary": "ok"},
+        "anl_1",
+    )
 
 
 async def test_accept_analysis_records_the_event_and_finishes_the_call(store: Store) -> None:
@@ -381,7 +382,7 @@ async def test_request_fetch_makes_the_poll_due_now_and_counts_the_finish_as_web
     assert (await get(store)).next_at == T + 2
     polled = await store.claim_calls_to_poll(5, T + 2, LEASE, OWNER)
     assert [c.session_id for c in polled] == ["sess_1"]
-    fin = await store.finish(done("sess_1"), to("a"), T + 4)
+    fin = await store.record_result(done("sess_1"), to("a"), T + 4)
     assert fin is not None
     assert fin.via == "webhook"
 
@@ -461,7 +462,7 @@ async def test_schedule_poll_releases_the_lease_and_may_mark_the_call_stale(stor
     assert (await get(store)).state is CallState.STALE
     polled = await store.claim_calls_to_poll(1, T + 900, LEASE, OWNER)
     assert [c.state for c in polled] == [CallState.STALE]
-    assert await store.finish(done("sess_1"), to("a"), T + 901) is not None
+    assert await store.record_result(done("sess_1"), to("a"), T + 901) is not None
 
 
 async def test_schedule_poll_of_a_finished_call_changes_nothing(store: Store) -> None:

@@ -128,7 +128,7 @@ async def test_a_session_is_remembered_when_a_webhook_or_a_result_names_its_anal
     await store.request_fetch(K, "evt_fetch", "analysis.completed", "sess_hook", "anl_hook", T + 1)
     assert (await store.remembered_session("sess_hook")) is not None
     await new(store, "sess_res", T)
-    await store.finish(done("sess_res", "anl_res"), to(), T + 2)
+    await store.record_result(done("sess_res", "anl_res"), to(), T + 2)
     found = await store.remembered_session("sess_res")
     assert found is not None
     assert found.analysis_id == "anl_res"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from receiver.delivery import CircuitPolicy
-from receiver.workers import Circuit
+from receiver.destination import Circuit
 
 # An event is ("ask", free) -> what allowance() grants, or ("ok"|"fail", None) -> record().
 Step = tuple[float, str, int | None, int | None, bool]  # at, event, free, granted, open after

@@ -142,6 +142,10 @@ def test_no_store_module_spells_a_state_by_hand() -> None:
         (DeliveryState.DEAD, DeliveryState.DELIVERED, False),
         (DeliveryState.ORPHANED, DeliveryState.DEAD, False),
         (DeliveryState.DELIVERED, DeliveryState.DEAD, False),
+        (DeliveryState.PENDING, DeliveryState.FILTERED, True),  # its when did not match
+        (DeliveryState.FILTERED, DeliveryState.PENDING, True),  # replay
+        (DeliveryState.FILTERED, DeliveryState.DELIVERED, False),
+        (DeliveryState.DEAD, DeliveryState.FILTERED, False),
     ],
 )
 def test_delivery_moves(current: DeliveryState, target: DeliveryState, allowed: bool) -> None:

@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 
 from receiver.delivery import HandlerOptions
+from receiver.fanout import Subscription, document, narrow, subscribers
 from receiver.lifecycle import CallState
-from receiver.routing import Route, Router, narrow
-from receiver.store import AnalysisResult
 
 ANALYSIS = {
     "status": "completed",
@@ -17,10 +16,6 @@ ANALYSIS = {
     "compliance": {"status": "review", "flags": ["x"]},
     "performance": {"score": 0.4},
 }
-
-
-def _result(state: CallState = CallState.COMPLETED, analysis: dict[str, Any] | None = None) -> AnalysisResult:
-    return AnalysisResult("sess_1", "anl_1", state, analysis or ANALYSIS, "webhook")
 
 
 def _options(**kw: Any) -> HandlerOptions:
@@ -41,14 +36,28 @@ def _options(**kw: Any) -> HandlerOptions:
     ],
 )
 def test_when_filters(when: str | None, call: dict[str, Any], wanted: bool) -> None:
-    router = Router([Route(_options(when=when))])
-    assert router("sess_1", call, _result()) == (["h"] if wanted else [])
+    doc = document("dlv_1", "sess_1", "completed", call, ANALYSIS)
+    assert Subscription(_options(when=when)).matches(doc) is wanted
 
 
 def test_events_select_completed_or_failed() -> None:
-    router = Router([Route(_options(name="ok")), Route(_options(name="all", events=("completed", "failed")))])
-    assert router("sess_1", {}, _result()) == ["ok", "all"]
-    assert router("sess_1", {}, _result(CallState.FAILED, {"status": "failed", "error": "e"})) == ["all"]
+    subscriptions = [
+        Subscription(_options(name="ok")),
+        Subscription(_options(name="all", events=("completed", "failed"))),
+    ]
+    assert subscribers(subscriptions, CallState.COMPLETED) == ["ok", "all"]
+    assert subscribers(subscriptions, CallState.FAILED) == ["all"]
+
+
+def test_the_document_carries_the_stored_delivery_id() -> None:
+    doc = document("dlv_stored", "sess_1", "failed", {"to": "+1"}, {"status": "failed"})
+    assert doc == {
+        "type": "call.analysis.failed",
+        "id": "dlv_stored",
+        "session_id": "sess_1",
+        "call": {"to": "+1"},
+        "analysis": {"status": "failed"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -74,11 +83,11 @@ def test_fields_narrow_the_document(fields: list[str] | None, expected: dict[str
 
 
 def test_a_when_that_raises_is_no_match_and_a_logged_reason(caplog: pytest.LogCaptureFixture) -> None:
-    # ceil(inf) raises OverflowError inside JMESPath; Route.wants must not let it out.
-    route = Route(_options(name="overflow", when="ceil(analysis.score) > `1`"))
+    # ceil(inf) raises OverflowError inside JMESPath; Subscription.matches must not let it out.
+    subscription = Subscription(_options(name="overflow", when="ceil(analysis.score) > `1`"))
     doc = {"type": "call.analysis.completed", "analysis": {"score": float("inf")}}
-    with caplog.at_level("WARNING", logger="receiver.routing"):
-        assert route.wants(doc, "completed") is False
+    with caplog.at_level("WARNING", logger="receiver.fanout"):
+        assert subscription.matches(doc) is False
     record = next(r for r in caplog.records if r.getMessage() == "routing.when_failed")
     assert record.handler == "overflow"
     assert "OverflowError" in record.reason

@@ -1,4 +1,8 @@
-"""Which handlers get a result, and what each one sees: the §8 document, ``when`` and ``fields``.
+"""Fan-out: which handlers get a result and what each one sees (``events``, ``when``, ``fields``).
+
+A finished call gets one delivery per handler subscribed to its event (``events``: completed,
+failed); ``when`` is evaluated at delivery time, by the delivering use case, never inside a store
+transaction: a delivery whose ``when`` does not match ends ``filtered``.
 
 ``when`` is a JMESPath expression (https://jmespath.org) evaluated on the delivery document; the
 handler gets the result when it is truthy, for example ``analysis.compliance.status != 'ok'``.
@@ -19,25 +23,23 @@ from jmespath.parser import ParsedResult
 
 from receiver.delivery import HandlerOptions
 from receiver.lifecycle import CallState
-from receiver.store import AnalysisResult
-from receiver.store.keys import delivery_id
 
 ENVELOPE = ("type", "id", "session_id")
 
 log = logging.getLogger(__name__)
 
 
-class RoutingError(ValueError):
+class SubscriptionError(ValueError):
     """A handler's ``when`` or ``fields`` is not valid."""
 
 
 def document(
-    session_id: str, handler: str, status: str, call: dict[str, Any], analysis: dict[str, Any]
+    delivery_id: str, session_id: str, status: str, call: dict[str, Any], analysis: dict[str, Any]
 ) -> dict[str, Any]:
-    """The CONTRACT §8 document for one (call, handler)."""
+    """The CONTRACT §8 document of one delivery (its id is the stored delivery's)."""
     return {
         "type": f"call.analysis.{status}",
-        "id": delivery_id(session_id, handler),
+        "id": delivery_id,
         "session_id": session_id,
         "call": call,
         "analysis": analysis,
@@ -69,10 +71,11 @@ def narrow(doc: dict[str, Any], fields: Sequence[str] | None) -> dict[str, Any]:
 _MISSING = object()
 
 
-class Route:
+class Subscription:
     """One handler's subscription: its events and its compiled ``when``."""
 
     def __init__(self, options: HandlerOptions) -> None:
+        self.options = options
         self.name = options.name
         self.events = frozenset(options.events)
         self.fields = options.fields
@@ -81,41 +84,41 @@ class Route:
             try:
                 self._when = jmespath.compile(options.when)
             except jmespath.exceptions.JMESPathError as exc:
-                raise RoutingError(f"'when' is not a valid JMESPath expression: {exc}") from None
+                raise SubscriptionError(f"'when' is not a valid JMESPath expression: {exc}") from None
         for path in options.fields or ():
             if not path or any(not part for part in path.split(".")):
-                raise RoutingError(f"'fields' entry {path!r} is not a dotted path such as analysis.summary")
+                raise SubscriptionError(
+                    f"'fields' entry {path!r} is not a dotted path such as analysis.summary"
+                )
 
-    def wants(self, doc: dict[str, Any], status: str) -> bool:
-        if status not in self.events:
-            return False
+    def receives(self, status: str) -> bool:
+        """Subscribed to this event (``completed`` or ``failed``)."""
+        return status in self.events
+
+    def matches(self, doc: dict[str, Any]) -> bool:
+        """``when`` holds for this document (always, without one)."""
         if self._when is None:
             return True
         try:
             return bool(self._when.search(doc))
         except Exception as exc:
             # An expression that cannot be evaluated on this document (comparing a number to a
-            # string, ceil() of a huge number, a deep path) means "no match", never a failed call:
-            # an exception here would be a 500 on the webhook path and a call that never finishes
-            # on the poll path.
-            log.warning(
+            # string, ceil() of a huge number, a deep path) means "no match", never a failed
+            # delivery: retrying would evaluate it the same way.
+            log.warning(  # the event keeps its name from before the module was renamed (stable logs)
                 "routing.when_failed",
                 extra={"handler": self.name, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"},
             )
             return False
 
 
-class Router:
-    """Implements ``receiver.store.Router``: the handlers that must receive a result."""
+def event(state: CallState) -> str:
+    """The delivery event of a finished call's state: ``completed`` or ``failed``."""
+    return "completed" if state is CallState.COMPLETED else "failed"
 
-    def __init__(self, routes: Sequence[Route]) -> None:
-        self.routes = list(routes)
 
-    def __call__(self, session_id: str, call: dict[str, Any], result: AnalysisResult) -> list[str]:
-        status = "completed" if result.state is CallState.COMPLETED else "failed"
-        names = []
-        for route in self.routes:
-            doc = document(session_id, route.name, status, call, result.analysis)
-            if route.wants(doc, status):
-                names.append(route.name)
-        return names
+def subscribers(subscriptions: Sequence[Subscription], state: CallState) -> list[str]:
+    """The handlers that get a delivery of a call finished in ``state`` (their ``when`` is
+    evaluated later, at delivery time)."""
+    status = event(state)
+    return [s.name for s in subscriptions if s.receives(status)]
