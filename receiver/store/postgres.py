@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
-from receiver import lifecycle
 from receiver.lifecycle import CallState
 from receiver.store import (
     AnalysisResult,
@@ -301,32 +300,15 @@ class PostgresStore(
 
     async def mark_session_ended(self, session_id: str, now: float) -> None:
         async with self._conn() as conn:
-            await conn.execute(
-                "UPDATE calls SET end_session = false, updated_at = $2 WHERE session_id = $1",
-                session_id,
-                now,
-            )
+            await conn.execute(sql.MARK_SESSION_ENDED, session_id, now)
 
     async def retry_call(self, session_id: str, next_at: float, reason: str, now: float) -> None:
         async with self._conn() as conn:
-            await conn.execute(
-                "UPDATE calls SET next_at = $2, reason = $3, lease_owner = NULL, lease_until = NULL,"
-                f" updated_at = $4 WHERE session_id = $1 AND state IN {sql.TO_START}",
-                session_id,
-                next_at,
-                reason,
-                now,
-            )
+            await conn.execute(sql.RETRY_CALL, session_id, next_at, reason, now)
 
     async def skip_call(self, session_id: str, reason: str, now: float) -> None:
         async with self._conn() as conn:
-            await conn.execute(
-                f"UPDATE calls SET state = {lifecycle.sql_value(CallState.SKIPPED)}, reason = $2, finished_at = $3, lease_owner = NULL,"
-                f" lease_until = NULL, updated_at = $3 WHERE session_id = $1 AND state IN {sql.TO_START}",
-                session_id,
-                reason,
-                now,
-            )
+            await conn.execute(sql.SKIP_CALL, session_id, reason, now)
 
     # --- following ----------------------------------------------------------------------------
 
@@ -386,15 +368,7 @@ class PostgresStore(
 
     async def schedule_poll(self, session_id: str, next_at: float, stale: bool, now: float) -> None:
         async with self._conn() as conn:
-            await conn.execute(
-                "UPDATE calls SET next_at = $2, lease_owner = NULL, lease_until = NULL, updated_at = $3,"
-                f" state = CASE WHEN $4 AND state = {lifecycle.sql_value(CallState.PROCESSING)} THEN {lifecycle.sql_value(CallState.STALE)} ELSE state END"
-                f" WHERE session_id = $1 AND state IN {sql.IN_FLIGHT}",
-                session_id,
-                next_at,
-                now,
-                stale,
-            )
+            await conn.execute(sql.SCHEDULE_POLL, session_id, next_at, now, stale)
 
 
 __all__ = ["CHANNEL", "PostgresStore"]

@@ -109,6 +109,19 @@ UPDATE calls SET analysis_id = coalesce(analysis_id, $2), started_at = coalesce(
 WHERE session_id = $1
 """
 
+MARK_SESSION_ENDED = "UPDATE calls SET end_session = false, updated_at = $2 WHERE session_id = $1"
+
+RETRY_CALL = f"""
+UPDATE calls SET next_at = $2, reason = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4
+WHERE session_id = $1 AND state IN {TO_START}
+"""
+
+SKIP_CALL = f"""
+UPDATE calls SET state = {sql_value(CallState.SKIPPED)}, reason = $2, finished_at = $3, lease_owner = NULL,
+    lease_until = NULL, updated_at = $3
+WHERE session_id = $1 AND state IN {TO_START}
+"""
+
 CLAIM_POLL = f"""
 WITH picked AS MATERIALIZED (
     SELECT session_id FROM calls
@@ -118,6 +131,12 @@ WITH picked AS MATERIALIZED (
 UPDATE calls c SET lease_owner = $1, lease_until = $2, polls = c.polls + 1
 FROM picked WHERE c.session_id = picked.session_id
 RETURNING {", ".join("c." + col.strip() for col in CALL_COLUMNS.split(","))}
+"""
+
+SCHEDULE_POLL = f"""
+UPDATE calls SET next_at = $2, lease_owner = NULL, lease_until = NULL, updated_at = $3,
+    state = CASE WHEN $4 AND state = {sql_value(CallState.PROCESSING)} THEN {sql_value(CallState.STALE)} ELSE state END
+WHERE session_id = $1 AND state IN {IN_FLIGHT}
 """
 
 CLAIM_DELIVERIES = f"""
