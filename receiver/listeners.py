@@ -97,8 +97,7 @@ def make_server(
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on the event loop ``uvicorn.run`` would choose: uvloop when installed (it is, with
-    ``uvicorn[standard]``), else asyncio's. The stdlib loop wakes up for the SQLite commit thread's
-    answers through a self-pipe and serves ingest at about a quarter of uvloop's rate."""
+    ``uvicorn[standard]``), else asyncio's, on which ingest measured about a quarter of the rate."""
     loop_factory = uvicorn.Config(app="", loop="auto").get_loop_factory()  # app is never loaded here
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(main)

@@ -25,6 +25,8 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        app = scope.get("app")  # a mounted Starlette app replaces scope["app"] with itself
+        root_path = scope.get("root_path", "")  # and any Mount extends root_path
         status = 500  # what the client gets if the app raises before answering
 
         async def send_status(message: Message) -> None:
@@ -36,14 +38,19 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            metrics = _metrics(scope)
+            metrics = _metrics(app)
             if metrics is not None:
-                self._series_for(metrics, scope, status).observe(time.perf_counter() - started)
+                # the scope as this app saw it, before a mount rewrote it
+                outer = {**scope, "app": app, "root_path": root_path}
+                mounted = scope.get("root_path", "") != root_path
+                self._series_for(metrics, outer, mounted, status).observe(time.perf_counter() - started)
 
-    def _series_for(self, metrics: Any, scope: Scope, status: int) -> Any:
+    def _series_for(self, metrics: Any, scope: Scope, mounted: bool, status: int) -> Any:
         if self._templates is None:
-            self._templates = unique_endpoint_templates(scope)
-        template = self._templates.get(scope.get("endpoint")) or route_template(scope)
+            self._templates = unique_endpoint_templates(scope["app"])
+        # The endpoint the router left names the route only when it is one of the app's own.
+        template = None if mounted else self._templates.get(scope.get("endpoint"))
+        template = template or route_template(scope)
         method = scope["method"] if scope["method"] in _METHODS else "other"
         key = (metrics, method, template, f"{status // 100}xx")
         series = self._series.get(key)
@@ -55,15 +62,15 @@ class RequestMetrics:
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def _metrics(scope: Scope) -> Any:
-    runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+def _metrics(app: Any) -> Any:
+    runtime = getattr(getattr(app, "state", None), "runtime", None)
     return getattr(runtime, "metrics", None)
 
 
-def unique_endpoint_templates(scope: Scope) -> dict[Any, str]:
-    """Template by endpoint, for the endpoints that serve one route of ``scope``'s app: after a
-    request the router has left its endpoint in the scope, so the label needs no second match."""
-    routes = [r for r in getattr(scope.get("app"), "routes", ()) if getattr(r, "endpoint", None)]
+def unique_endpoint_templates(app: Any) -> dict[Any, str]:
+    """Template by endpoint, for the endpoints that serve one route of ``app``: after a request
+    the router has left its endpoint in the scope, so the label needs no second match."""
+    routes = [r for r in getattr(app, "routes", ()) if getattr(r, "endpoint", None)]
     counts = Counter(route.endpoint for route in routes)
     return {route.endpoint: _template(route) for route in routes if counts[route.endpoint] == 1}
 
