@@ -40,7 +40,7 @@ class Delay:
             await asyncio.sleep(seconds)
 
 
-Handler = Callable[[SandboxPort, Request, Delay], Awaitable[Result]]
+Operation = Callable[[SandboxPort, Request, Delay], Awaitable[Result]]
 
 
 def _api_key(request: Request) -> str | None:
@@ -50,7 +50,7 @@ def _api_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def endpoint(sandbox: SandboxPort, name: str, handler: Handler, *, analysis_post: bool = False) -> Any:
+def endpoint(sandbox: SandboxPort, name: str, handler: Operation, *, analysis_post: bool = False) -> Any:
     """Wrap a use case in what every authenticated Kallglot response goes through."""
 
     async def run(request: Request) -> Response:
@@ -156,7 +156,7 @@ async def end_session(sandbox: SandboxPort, request: Request, delay: Delay) -> R
 
 
 def routes(sandbox: SandboxPort) -> list[Route]:
-    def route(path: str, method: str, handler: Handler, route_name: str, **kw: bool) -> Route:
+    def route(path: str, method: str, handler: Operation, route_name: str, **kw: bool) -> Route:
         run = endpoint(sandbox, f"{method} {path}", handler, **kw)
         return Route(path, run, methods=[method], name=route_name)
 
