@@ -11,7 +11,10 @@ buffer) forever. ``guarded_protocol`` wraps uvicorn's HTTP protocol (httptools o
   and is closed at once, before it can hold anything.
 
 A connection past a deadline gets a JSON 408 (unless its response has started) and is closed; the
-route still reading its body sees a disconnect. The deadlines cost nothing per request: each
+route still reading its body sees a disconnect. Both refusals close the way Apache and nginx do (a
+lingering close): the answer is followed by a FIN, and what the client still sends is read and
+dropped until it closes or LINGER_SECONDS pass. Closing a socket that then receives data makes the
+kernel reset the connection, and a reset can discard the answer before the client reads it. The deadlines cost nothing per request: each
 connection keeps its deadline as a number, and one sweep per listener checks them every
 ``timeout / 4`` seconds (at most 1 s) while connections are open, so a deadline is enforced at
 most that much late. (A timer per request cost about a tenth of the ingest rate.)
@@ -44,6 +47,8 @@ TOO_MANY_CONNECTIONS = raw_response(
     503, "Service Unavailable", "too_many_connections", "too many open connections; retry later"
 )
 
+LINGER_SECONDS = 2.0
+
 
 def guarded_protocol(base: type[asyncio.Protocol], *, timeout: float, max_connections: int) -> type:
     """A subclass of uvicorn's HTTP protocol ``base`` with the two deadlines and the connection cap
@@ -64,25 +69,44 @@ def guarded_protocol(base: type[asyncio.Protocol], *, timeout: float, max_connec
         for connection in list(connections):
             answer = connection.overdue(now) if isinstance(connection, Guarded) else None
             if answer is not None and not connection.transport.is_closing():
-                connection.transport.write(answer)
-                connection.transport.close()
+                connection.refuse(answer)
         sweep = loop.call_later(every, run_sweep, loop, connections) if connections else None
 
     class Guarded(base):  # type: ignore[valid-type,misc]
         _headers_by: float = float("inf")  # the current wait for a request's headers ends then
         _body_by: float = float("inf")  # the current request's body must be complete by then
         _cycle_seen: Any = None
+        _refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             if len(self.connections) > max_connections:
-                transport.write(TOO_MANY_CONNECTIONS)
-                transport.close()
+                self.refuse(TOO_MANY_CONNECTIONS)
                 return
             self._headers_by = self.loop.time() + timeout
             watch(self.loop, self.connections)
 
+        def refuse(self, answer: bytes) -> None:
+            """Answer and close, lingering: see the module's docstring. A refused connection no
+            longer counts against the cap, and the route reading its body sees a disconnect now."""
+            self._refused = True
+            self.connections.discard(self)
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+            transport = self.transport
+            transport.write(answer)
+            if not transport.can_write_eof():
+                transport.close()
+                return
+            transport.write_eof()
+            transport.resume_reading()  # uvicorn may have paused it; unread bytes would reset
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+
         def data_received(self, data: bytes) -> None:
+            if self._refused:  # lingering: dropped unread
+                return
             super().data_received(data)
             if self.cycle is not self._cycle_seen:  # a new request's headers are complete
                 self._cycle_seen = self.cycle
