@@ -45,12 +45,7 @@ def loads(body: bytes | str, *, strict: bool = True) -> Any:
     except UnicodeDecodeError:
         raise UnsafeJSON("body is not UTF-8") from None
     try:
-        value = json.loads(
-            text,
-            parse_constant=_constant(strict),
-            parse_int=_integer(strict),
-            parse_float=_float(strict),
-        )
+        value = _DECODERS[strict].decode(text)
     except json.JSONDecodeError:
         raise UnsafeJSON("body is not valid JSON") from None
     except RecursionError:
@@ -129,3 +124,13 @@ def iso_datetime(value: str) -> datetime:
     except (OverflowError, ValueError):
         raise ValueError("is out of range") from None
     return moment
+
+
+#: One decoder per mode, built once: ``json.loads`` with hooks builds a decoder and its scanner on
+#: every call.
+_DECODERS = {
+    strict: json.JSONDecoder(
+        parse_constant=_constant(strict), parse_int=_integer(strict), parse_float=_float(strict)
+    )
+    for strict in (True, False)
+}

@@ -40,17 +40,18 @@ class RequestMetrics:
         finally:
             metrics = _metrics(app)
             if metrics is not None:
-                # the scope as this app saw it, before a mount rewrote it
-                outer = {**scope, "app": app, "root_path": root_path}
-                mounted = scope.get("root_path", "") != root_path
-                self._series_for(metrics, outer, mounted, status).observe(time.perf_counter() - started)
+                series = self._series_for(metrics, scope, app, root_path, status)
+                series.observe(time.perf_counter() - started)
 
-    def _series_for(self, metrics: Any, scope: Scope, mounted: bool, status: int) -> Any:
+    def _series_for(self, metrics: Any, scope: Scope, app: Any, root_path: str, status: int) -> Any:
+        """The series of a request to ``app`` (mounted at ``root_path``) that ended in ``status``."""
         if self._templates is None:
-            self._templates = unique_endpoint_templates(scope["app"])
+            self._templates = unique_endpoint_templates(app)
         # The endpoint the router left names the route only when it is one of the app's own.
+        mounted = scope.get("root_path", "") != root_path
         template = None if mounted else self._templates.get(scope.get("endpoint"))
-        template = template or route_template(scope)
+        if template is None:  # match again, on the scope as this app saw it before a mount rewrote it
+            template = route_template({**scope, "app": app, "root_path": root_path})
         method = scope["method"] if scope["method"] in _METHODS else "other"
         key = (metrics, method, template, f"{status // 100}xx")
         series = self._series.get(key)

@@ -95,25 +95,19 @@ class AcceptBatcher:
         if len(batch) == 1:
             await self._alone(batch[0])
             return
-        columns: list[list[Any]] = [[] for _ in range(10)]
-        for item in batch:
-            for column, value in zip(
-                columns,
-                (
-                    item.source,
-                    item.event_id,
-                    item.event_type,
-                    item.call.session_id,
-                    json.dumps(item.call.fields),
-                    item.call.end_session,
-                    item.call.analysis_key,
-                    item.now,
-                    item.call.profile,
-                    include_json(item.call.include),
-                ),
-                strict=True,
-            ):
-                column.append(value)
+        calls = [item.call for item in batch]
+        columns: list[list[Any]] = [
+            [item.source for item in batch],
+            [item.event_id for item in batch],
+            [item.event_type for item in batch],
+            [call.session_id for call in calls],
+            [json.dumps(call.fields) for call in calls],
+            [call.end_session for call in calls],
+            [call.analysis_key for call in calls],
+            [item.now for item in batch],
+            [call.profile for call in calls],
+            [include_json(call.include) for call in calls],
+        ]
         try:
             rows = await self._execute(columns)
         except asyncio.CancelledError:

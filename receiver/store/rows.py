@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Protocol
 
@@ -51,8 +52,10 @@ def _include(value: str | None) -> tuple[str, ...] | None:
     return tuple(json.loads(value)) if value else None
 
 
+@functools.lru_cache(maxsize=64)
 def include_json(include: tuple[str, ...] | None) -> str | None:
-    """The stored form of an include list (JSON text on every backend), order kept."""
+    """The stored form of an include list (JSON text on every backend), order kept. Cached: every
+    call accepted under the same settings has the same list."""
     return json.dumps(list(include)) if include is not None else None
 
 

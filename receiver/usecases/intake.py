@@ -44,8 +44,11 @@ class Intake:
 
     @stage("intake", lambda event: event.session_id)
     async def accept_kallglot(self, event: KallglotEvent) -> EventOutcome:
-        hinted = event.session_id or event.data.get("session_id")
-        await self.sessions.seen(hinted if isinstance(hinted, str) else None, carrier_call_ids(event.data))
+        if self.sessions.observers:  # telephony correlation is on
+            hinted = event.session_id or event.data.get("session_id")
+            await self.sessions.seen(
+                hinted if isinstance(hinted, str) else None, carrier_call_ids(event.data)
+            )
         now = self.clock()
         if event.type in SESSION_END_TYPES:
             if event.type != self.settings.trigger or event.session_id is None:

@@ -113,6 +113,20 @@ async def test_an_oversized_chunked_body_without_length_is_refused_with_413(stac
     assert response.status_code == 413
 
 
+async def test_a_signed_event_sent_in_small_chunks_is_read_whole_and_stored(stack: Stack) -> None:
+    body = _body(type="session.ended", data={"id": "sess_chunked1", "duration_seconds": 12})
+    signed = _signed(body)
+
+    async def chunks() -> Any:
+        for start in range(0, len(body), 7):
+            yield body[start : start + 7]
+
+    response = await stack.http.post(f"{stack.url}/webhooks/kallglot", content=chunks(), headers=signed)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "accepted"}
+
+
 async def test_event_types_we_do_not_handle_are_acknowledged_and_ignored(stack: Stack) -> None:
     body = _body(type="transcript.segment", data={"session_id": "sess_hostile1", "text": "hi"})
     response = await stack.http.post(f"{stack.url}/webhooks/kallglot", content=body, headers=_signed(body))
