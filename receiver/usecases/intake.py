@@ -44,11 +44,10 @@ class Intake:
 
     @stage("intake", lambda event: event.session_id)
     async def accept_kallglot(self, event: KallglotEvent) -> EventOutcome:
-        if self.sessions.observers:  # telephony correlation is on
+        call_ids = carrier_call_ids(event.data)
+        if call_ids:  # the event names carrier calls: telephony may map them to the session
             hinted = event.session_id or event.data.get("session_id")
-            await self.sessions.seen(
-                hinted if isinstance(hinted, str) else None, carrier_call_ids(event.data)
-            )
+            await self.sessions.seen(hinted if isinstance(hinted, str) else None, call_ids)
         now = self.clock()
         if event.type in SESSION_END_TYPES:
             if event.type != self.settings.trigger or event.session_id is None:
