@@ -11,13 +11,15 @@ buffer) forever. ``guarded_protocol`` wraps uvicorn's HTTP protocol (httptools o
   and is closed at once, before it can hold anything.
 
 A connection past a deadline gets a JSON 408 (unless its response has started) and is closed; the
-route still reading its body sees a disconnect. Both refusals close the way Apache and nginx do (a
-lingering close): the answer is followed by a FIN, and what the client still sends is read and
-dropped until it closes or LINGER_SECONDS pass. Closing a socket that then receives data makes the
-kernel reset the connection, and a reset can discard the answer before the client reads it. The deadlines cost nothing per request: each
+route still reading its body sees a disconnect. The deadlines cost nothing per request: each
 connection keeps its deadline as a number, and one sweep per listener checks them every
 ``timeout / 4`` seconds (at most 1 s) while connections are open, so a deadline is enforced at
 most that much late. (A timer per request cost about a tenth of the ingest rate.)
+
+Both refusals close the way Apache and nginx do (a lingering close): the answer is followed by a
+FIN, and what the client still sends is read and dropped until it closes or LINGER_SECONDS pass.
+Closing a socket that then receives data makes the kernel reset the connection, and a reset can
+discard the answer before the client reads it.
 """
 
 from __future__ import annotations

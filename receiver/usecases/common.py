@@ -135,9 +135,7 @@ class Sessions:
         self.observers: list[SessionObserver] = []
 
     async def seen(self, session_id: str | None, carrier_call_ids: tuple[str, ...]) -> None:
-        """Tell the observers which carrier calls ``session_id`` is (nothing to tell without any)."""
-        if not carrier_call_ids:
-            return
+        """Tell the observers which carrier calls ``session_id`` is."""
         for observe in self.observers:
             await observe(session_id, carrier_call_ids)
 
