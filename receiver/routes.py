@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from receiver.admin import call_view, delivery_view, parse_since
 from receiver.admin_api import ADMIN_ROUTES as OPERATOR_ROUTES
@@ -39,8 +40,21 @@ log = logging.getLogger("receiver")
 _KNOWN_TYPES = frozenset((*SESSION_END_TYPES, *ANALYSIS_TYPES))
 
 
-#: The 200 bodies, encoded once: this is the hot path of every inbound event.
-_ANSWERS = {outcome: json.dumps({"status": outcome.value}).encode() for outcome in EventOutcome}
+class _Answer(Response):
+    """A 200 built once per outcome: the answer to every inbound event (the hot path). Each request
+    gets its own copy of the header list, which a middleware may change in place."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": list(self.raw_headers)}
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+
+_ANSWERS = {
+    outcome: _Answer(json.dumps({"status": outcome.value}).encode(), media_type="application/json")
+    for outcome in EventOutcome
+}
 
 
 class BodyTooLarge(Exception):
@@ -135,7 +149,7 @@ async def _inbound(request: Request, source: str, handle: Ingest) -> Response:
         )
     label = event_type if event_type in _KNOWN_TYPES or event_type == "call-ended" else "other"
     metrics.event(source, label, outcome.value)
-    return Response(_ANSWERS[outcome], media_type="application/json")
+    return _ANSWERS[outcome]
 
 
 async def _kallglot(request: Request, http: HttpState, body: bytes) -> tuple[str, EventOutcome]:
