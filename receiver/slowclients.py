@@ -19,7 +19,9 @@ most that much late. (A timer per request cost about a tenth of the ingest rate.
 Both refusals close the way Apache and nginx do (a lingering close): the answer is followed by a
 FIN, and what the client still sends is read and dropped until it closes or LINGER_SECONDS pass.
 Closing a socket that then receives data makes the kernel reset the connection, and a reset can
-discard the answer before the client reads it.
+discard the answer before the client reads it. At most RECEIVER_MAX_CONNECTIONS connections linger
+per listener; beyond that a refused connection is closed at once, so a flood of connections
+cannot hold more than twice the cap of file descriptors.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def guarded_protocol(base: type[asyncio.Protocol], *, timeout: float, max_connec
     """A subclass of uvicorn's HTTP protocol ``base`` with the two deadlines and the connection cap
     (one class per listener: its sweep watches that listener's connections)."""
     every = min(1.0, timeout / 4)
+    lingering: set[Any] = set()  # refused connections reading until the client closes
     sweep: asyncio.TimerHandle | None = None
     sweep_loop: asyncio.AbstractEventLoop | None = None
 
@@ -99,12 +102,17 @@ def guarded_protocol(base: type[asyncio.Protocol], *, timeout: float, max_connec
                 cycle.message_event.set()
             transport = self.transport
             transport.write(answer)
-            if not transport.can_write_eof():
+            if not transport.can_write_eof() or len(lingering) >= max_connections:
                 transport.close()
                 return
+            lingering.add(self)
             transport.write_eof()
             transport.resume_reading()  # uvicorn may have paused it; unread bytes would reset
             self.loop.call_later(LINGER_SECONDS, transport.close)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lingering.discard(self)
+            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             if self._refused:  # lingering: dropped unread

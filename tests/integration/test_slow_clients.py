@@ -142,6 +142,40 @@ async def test_an_answer_survives_a_client_that_keeps_sending_after_it(
         await held.close()
 
 
+async def _writes_fail_within(client: Client, seconds: float) -> bool:
+    """Whether writing to ``client`` fails (the server closed it for good) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            await client.send(b"x" * 64)
+            await asyncio.sleep(0.02)
+    except (ConnectionError, RuntimeError):
+        return True
+    return False
+
+
+async def test_refused_connections_linger_only_up_to_the_connection_cap(make_stack: StackFactory) -> None:
+    """Lingering holds a descriptor for up to 2 s: a flood of refused connections must not hold
+    more than the cap, so beyond it a refused connection is closed at once."""
+    stack = await make_stack(max_connections=1, body_timeout_seconds=30)
+    held = await Client.open(stack.url)
+    await held.send(b"GET /healthz HTTP/1.1\r\nHost: receiver\r\n\r\n")
+    await held.reader.readuntil(b'{"status":"ok"}')
+    first = await Client.open(stack.url)
+    await first.reader.readuntil(b"too_many_connections")  # refused, and now lingering
+    second = await Client.open(stack.url)
+    await second.reader.readuntil(b"too_many_connections")  # refused beyond the lingering cap
+
+    first_failed, second_failed = await asyncio.gather(
+        _writes_fail_within(first, 1.0), _writes_fail_within(second, 1.0)
+    )
+
+    assert not first_failed  # still read (and dropped) by the server
+    assert second_failed  # closed at once: the kernel resets what follows
+    for client in (held, first, second):
+        await client.close()
+
+
 async def test_a_connection_that_sends_nothing_is_closed_within_the_deadline(
     make_stack: StackFactory,
 ) -> None:
