@@ -22,6 +22,7 @@ from receiver.admin_ops import (
     authorize,
     call_detail,
     calls_page,
+    forget_pauses,
     handler_list,
     parse_limit,
     pause_or_resume_handler,
@@ -30,6 +31,8 @@ from receiver.admin_ops import (
     replay_request,
     token_fingerprint,
 )
+from receiver.console import CONSOLE_ROUTES
+from receiver.console.pages import overview
 
 log = logging.getLogger("receiver")
 
@@ -113,30 +116,12 @@ async def pause_or_resume(request: Request) -> Response:
     return JSONResponse(answer)
 
 
-def forget_pauses(request: Request) -> None:
-    """This process sees a pause at once; other replicas within a second (their next read)."""
-    for loop in getattr(getattr(request.app.state, "runtime", None), "loops", []):
-        forget = getattr(loop, "forget_pauses", None)
-        if callable(forget):
-            forget()
-
-
 async def resume_starting(request: Request) -> Response:
     http = authorize(request)
     http.gate.resume()
     http.wakeups("start")
     log.info("starting.resumed_by_operator")
     return JSONResponse({"starting": "resumed"})
-
-
-def _console() -> list[BaseRoute]:
-    from receiver.console import CONSOLE_ROUTES
-    from receiver.console.pages import overview
-
-    return [
-        Route("/admin/console", overview, methods=["GET"]),
-        Mount("/admin/console", routes=CONSOLE_ROUTES),
-    ]
 
 
 ADMIN_ROUTES: list[BaseRoute] = [
@@ -149,5 +134,6 @@ ADMIN_ROUTES: list[BaseRoute] = [
     Route("/admin/handlers", handlers, methods=["GET"]),
     Route("/admin/handlers/{name}/{action}", pause_or_resume, methods=["POST"]),
     Route("/admin/starting/resume", resume_starting, methods=["POST"]),
-    *_console(),
+    Route("/admin/console", overview, methods=["GET"]),
+    Mount("/admin/console", routes=CONSOLE_ROUTES),
 ]

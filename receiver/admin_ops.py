@@ -337,3 +337,11 @@ async def pause_or_resume_handler(
         "handler.paused" if action == "pause" else "handler.resumed", extra={"handler": name, "who": who}
     )
     return {"name": name, "paused": action == "pause"}
+
+
+def forget_pauses(request: Request) -> None:
+    """This process sees a pause at once; other replicas within a second (their next read)."""
+    for loop in getattr(getattr(request.app.state, "runtime", None), "loops", []):
+        forget = getattr(loop, "forget_pauses", None)
+        if callable(forget):
+            forget()

@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from receiver import admin_api, admin_ops
+from receiver import admin_ops
 from receiver.admin import delivery_view
 from receiver.console import session as sessions
 from receiver.lifecycle import CallState, DeliveryState
@@ -312,7 +312,7 @@ async def pause_or_resume(request: Request) -> Response:
     answer = await admin_ops.pause_or_resume_handler(
         http.store, list(http.handlers), name, action, _who(request), time.time()
     )
-    admin_api.forget_pauses(request)
+    admin_ops.forget_pauses(request)
     http.wakeups("deliver")
     state = "paused (its work stays queued)" if answer["paused"] else "resumed"
     return _redirect(f"{BASE}/handlers", f"{name} {state}.")
