@@ -205,8 +205,23 @@ def build_kallglot(
         transport=transport,
         clock=clock,
         user_agent=USER_AGENT,
-        rate_share=settings.kallglot_rate_share,
+        rate_share=settings.kallglot_rate_share or 1.0,
     )
+
+
+def share_rate_limit(settings: Settings, kallglot: KallglotClient, metrics: Metrics) -> Callable[[int], None]:
+    """What Maintenance does with the number of live replicas: unless RECEIVER_KALLGLOT_RATE_SHARE
+    fixes it, this replica's part of the organisation's rate limit is 1/N."""
+    budget = kallglot.throttle.budget
+    metrics.rate_share.set(budget.share)
+
+    def apply(replicas: int) -> None:
+        if settings.kallglot_rate_share is None and budget.share != 1 / max(1, replicas):
+            budget.share = 1 / max(1, replicas)
+            metrics.rate_share.set(budget.share)
+            log.info("kallglot.rate_share", extra={"replicas": replicas, "share": round(budget.share, 4)})
+
+    return apply
 
 
 def build_destinations(
@@ -263,6 +278,7 @@ def build_loops(
     metrics: Metrics,
     clock: Callable[[], float],
     worker_tick: float,
+    on_replicas: Callable[[int], None],
 ) -> list[Loop]:
     """The background loops: each asks its use case for due work; maintenance trims the store."""
     wakeups = cases.wakeups
@@ -278,6 +294,7 @@ def build_loops(
             event_retention=settings.event_retention_hours * 3600,
             call_retention=settings.retention_days * 86400,
             session_memory=settings.session_memory_days * 86400,
+            on_replicas=on_replicas,
         ),
     ]
 
@@ -349,7 +366,16 @@ def create_app(
         )
         await app.state.telephony.refresh_unmatched()
         app.state.http = build_http_state(settings, cases, db, handlers, metrics, clock)
-        loops = build_loops(settings, cases, db, handlers, metrics, clock, worker_tick)
+        loops = build_loops(
+            settings,
+            cases,
+            db,
+            handlers,
+            metrics,
+            clock,
+            worker_tick,
+            share_rate_limit(settings, kallglot, metrics),
+        )
         runtime = start_loops(loops, metrics, app.state.http, settings.shutdown_grace_seconds)
         app.state.runtime = runtime
         log.info("receiver.started", extra={"handlers": handlers, "trigger": settings.trigger})

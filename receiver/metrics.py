@@ -111,6 +111,14 @@ class Metrics:
             registry=r,
         )
         self.store_up = Gauge("receiver_store_up", "1 when the last store operation succeeded", registry=r)
+        self.replicas = Gauge(
+            "receiver_replicas", "Serve processes seen alive on this store (this one included)", registry=r
+        )
+        self.rate_share = Gauge(
+            "kallglot_api_rate_share",
+            "This replica's part of the organisation's Kallglot rate limit",
+            registry=r,
+        )
         self.orphaned_deliveries = Gauge(
             "receiver_orphaned_deliveries",
             "Deliveries whose handler is no longer configured (discard or move them)",

@@ -132,6 +132,17 @@ class Budget:
         self._slowdown = 1.0
 
     @property
+    def share(self) -> float:
+        return self._share
+
+    @share.setter
+    def share(self, share: float) -> None:
+        """A new part of the organisation's limit (replicas came or went); the next gap uses it."""
+        if not 0 < share <= 1:
+            raise ValueError(f"a rate share is in (0, 1], not {share}")
+        self._share = share
+
+    @property
     def blocked_until(self) -> float:
         return self._blocked_until
 

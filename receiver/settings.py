@@ -111,8 +111,11 @@ class Settings(BaseSettings):
     admin_host: str | None = _env("RECEIVER_ADMIN_HOST", "admin_host", None, min_length=1)
     body_timeout_seconds: float = _env("RECEIVER_BODY_TIMEOUT_SECONDS", "body_timeout_seconds", 10.0, gt=0)
     max_connections: int = _env("RECEIVER_MAX_CONNECTIONS", "max_connections", 1000, ge=1)
-    # --- perf (issue 9): this replica's part of the organisation's Kallglot rate limit ---
-    kallglot_rate_share: float = _env("RECEIVER_KALLGLOT_RATE_SHARE", "kallglot_rate_share", 1.0, gt=0, le=1)
+    # --- perf (issue 9): this replica's part of the organisation's Kallglot rate limit; unset or
+    # "auto": 1/N for the N replicas that count each other through the store ---
+    kallglot_rate_share: float | None = _env(
+        "RECEIVER_KALLGLOT_RATE_SHARE", "kallglot_rate_share", None, gt=0, le=1
+    )
 
     # --- telephony presets (CONTRACT §9; docs/telephony.md) ---------------------------------
     public_url: str | None = _env("RECEIVER_PUBLIC_URL", "public_url")
@@ -128,6 +131,13 @@ class Settings(BaseSettings):
         "RECEIVER_CALL_ENDED_MAPPING", "call_ended_mapping"
     )
     inbound_bearer_token: SecretStr | None = _env("RECEIVER_INBOUND_BEARER_TOKEN", "inbound_bearer_token")
+
+    @field_validator("kallglot_rate_share", mode="before")
+    @classmethod
+    def _auto_share(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -32,6 +32,8 @@ OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 #: Short, because it is renewed while the start is in hand (a dead replica's calls are taken over soon).
 START_LEASE = 30.0
 POLL_LEASE = 60.0
+#: A replica not seen for this long is no longer counted (Maintenance says it is alive every 5 s).
+REPLICA_TTL = 20.0
 
 
 class Loop:
@@ -274,8 +276,11 @@ class Maintenance(Loop):
         call_retention: float,
         prune_every: float = 600.0,
         session_memory: float | None = None,
+        on_replicas: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(asyncio.Event(), tick=5.0, concurrency=1)
+        #: Told how many replicas are alive on every run (they share the Kallglot rate limit).
+        self.on_replicas = on_replicas
         self.store = store
         self.metrics = metrics
         self.handlers = handlers
@@ -289,6 +294,10 @@ class Maintenance(Loop):
 
     async def run_once(self) -> int:
         now = self.clock()
+        replicas = await self.store.replicas_alive(OWNER, now, REPLICA_TTL)
+        self.metrics.replicas.set(replicas)
+        if self.on_replicas is not None:
+            self.on_replicas(replicas)
         stats = await self.store.stats(now)
         self.metrics.apply_stats(stats, self.handlers)
         self.metrics.store_up.set(1)
@@ -328,3 +337,5 @@ class Maintenance(Loop):
                 sentry_sdk.capture_exception(exc)
                 log.exception("maintenance.crashed")
             await _wait_any(stop, self.wakeup, self.tick, ignore_wakeup=True)
+        with contextlib.suppress(Exception):  # the others stop counting this one at once
+            await self.store.replica_gone(OWNER)

@@ -146,6 +146,10 @@ async def _wait_until(condition: Any, timeout: float, what: str, interval: float
         await asyncio.sleep(interval)
 
 
+async def _eq(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
 async def _ready(http: httpx.AsyncClient, process: Process) -> bool:
     if not process.alive():
         raise AssertionError(f"{process.name} exited with {process.popen.poll()}")
@@ -242,6 +246,15 @@ async def _leases_of(database_url: str, pid: int) -> int:
         await conn.close()
 
 
+async def _replicas_counted(database_url: str) -> int:
+    """The serve processes that said they are alive (they split the Kallglot rate limit by it)."""
+    conn = await asyncpg.connect(database_url, timeout=5)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM replicas"))
+    finally:
+        await conn.close()
+
+
 async def _stuck_leases(database_url: str) -> tuple[int, int]:
     conn = await asyncpg.connect(database_url, timeout=5)
     try:
@@ -277,6 +290,9 @@ async def test_three_replicas_one_killed_midway_start_each_call_once_and_deliver
         try:
             for replica in replicas:
                 await _wait_until(lambda r=replica: _ready(http, r), 60, f"{replica.name} ready")
+            assert await _wait_until(
+                lambda: _eq(_replicas_counted(pg_empty_database), 3), 15, "three replicas counted"
+            )
             sender = Sender(http, replicas)
             sessions = [f"sess_{uuid.uuid4().hex[:12]}" for _ in range(calls)]
             gate = asyncio.Semaphore(24)
@@ -312,6 +328,10 @@ async def test_three_replicas_one_killed_midway_start_each_call_once_and_deliver
 
             # leases of the killed replica expire (start 120 s, poll 60 s, delivery 90 s), then others resume
             await _wait_until(all_delivered, 400, "every call delivered", interval=1.0)
+            # the killed replica said nothing for longer than REPLICA_TTL: the others stop counting it
+            assert await _wait_until(
+                lambda: _eq(_replicas_counted(pg_empty_database), 2), 30, "the killed replica forgotten"
+            )
             stats = await _sandbox_stats(http, f)
         except BaseException:
             print(f.logs())

@@ -325,6 +325,13 @@ class Store(CarrierStore, Protocol):
     async def pending_by_handler(self) -> dict[str, tuple[int, float]]:
         """Handler -> (pending deliveries, oldest ``created_at``)."""
 
+    async def replicas_alive(self, replica_id: str, now: float, ttl: float) -> int:
+        """Record that ``replica_id`` is alive at ``now``, forget replicas not seen for ``ttl``
+        seconds, and return how many are alive, this one included."""
+
+    async def replica_gone(self, replica_id: str) -> None:
+        """Forget ``replica_id`` at once (a clean shutdown)."""
+
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(kind)`` (``start``, ``poll`` or ``deliver``) when ANOTHER process created
         work (PostgreSQL LISTEN/NOTIFY). Single-process backends never call it."""

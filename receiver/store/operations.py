@@ -141,6 +141,15 @@ PAUSE = (
 RESUME = "DELETE FROM handler_pauses WHERE handler = ?"
 PAUSED = "SELECT handler, who, paused_at FROM handler_pauses ORDER BY handler"
 
+# Replicas count each other (RECEIVER_KALLGLOT_RATE_SHARE unset): a heartbeat, then the live ones.
+REPLICA_SEEN = (
+    "INSERT INTO replicas (replica_id, seen_at) VALUES (?, ?)"
+    " ON CONFLICT (replica_id) DO UPDATE SET seen_at = EXCLUDED.seen_at"
+)
+REPLICAS_FORGET = "DELETE FROM replicas WHERE seen_at < ?"
+REPLICAS_ALIVE = "SELECT count(*) FROM replicas WHERE seen_at >= ?"
+REPLICA_GONE = "DELETE FROM replicas WHERE replica_id = ?"
+
 PENDING_BY_HANDLER = f"SELECT handler, count(*), min(created_at) FROM deliveries WHERE state = {sql_value(DeliveryState.PENDING)} GROUP BY handler"
 
 RECORD_ATTEMPT = (

@@ -130,6 +130,16 @@ class PostgresOperations:
             rows = await conn.fetch(ops.PENDING_BY_HANDLER)
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}
 
+    async def replicas_alive(self, replica_id: str, now: float, ttl: float) -> int:
+        async with self._transaction() as conn:
+            await conn.execute(_n(ops.REPLICA_SEEN), replica_id, now)
+            await conn.execute(_n(ops.REPLICAS_FORGET), now - ttl)
+            return int(await conn.fetchval(_n(ops.REPLICAS_ALIVE), now - ttl))
+
+    async def replica_gone(self, replica_id: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_n(ops.REPLICA_GONE), replica_id)
+
     async def paused_handlers(self) -> dict[str, tuple[str, float]]:
         async with self._conn() as conn:
             rows = await conn.fetch(ops.PAUSED)

@@ -112,6 +112,17 @@ class SQLiteOperations:
             lambda conn: {r[0]: (int(r[1]), float(r[2])) for r in conn.execute(ops.PENDING_BY_HANDLER)}
         )
 
+    async def replicas_alive(self, replica_id: str, now: float, ttl: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute(ops.REPLICA_SEEN, (replica_id, now))
+            conn.execute(ops.REPLICAS_FORGET, (now - ttl,))
+            return int(conn.execute(ops.REPLICAS_ALIVE, (now - ttl,)).fetchone()[0])
+
+        return await self._run(op)
+
+    async def replica_gone(self, replica_id: str) -> None:
+        await self._run(lambda conn: conn.execute(ops.REPLICA_GONE, (replica_id,)))
+
     async def paused_handlers(self) -> dict[str, tuple[str, float]]:
         """Paused handler -> (who, since): their work stays queued and no process delivers it."""
         return await self._run(lambda conn: {r[0]: (r[1], r[2]) for r in conn.execute(ops.PAUSED).fetchall()})

@@ -52,4 +52,5 @@ def release_all_leases(conn: sqlite3.Connection) -> int:
     deliveries = conn.execute(
         "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL"
     ).rowcount
+    conn.execute("DELETE FROM replicas")  # this serve is alone: whoever else was seen has died
     return int(calls) + int(deliveries)

@@ -23,7 +23,7 @@ from receiver.commands.send import build_event
 from receiver.lifecycle import CallState
 from receiver.sandbox import DEV_API_KEY, DEV_WEBHOOK_SECRET, Sandbox
 from receiver.signing import sign_kallglot
-from receiver.workers import Deliverer, Loop, Poller, Starter
+from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
 from tests.integration.harness import (
     ADMIN_TOKEN,
     SINK_SECRET,
@@ -95,12 +95,14 @@ async def make_core(database: str, tmp_path: Path) -> AsyncIterator[CoreFactory]
     started: list[tuple[Any, httpx.AsyncClient, httpx.AsyncClient]] = []
     clock = FakeClock(1_790_000_000.0)
 
-    async def make(handlers: list[dict[str, Any]] | None = None, **knobs: Any) -> Core:
+    async def make(
+        handlers: list[dict[str, Any]] | None = None, settings: dict[str, Any] | None = None, **knobs: Any
+    ) -> Core:
+        """A receiver and its sandbox; ``settings`` override the receiver's, ``knobs`` the sandbox's."""
         sandbox = Sandbox(sandbox_config(**knobs), clock=clock)
         files = [{"name": "files", "type": "file", "path": f"{tmp_path}/"}]
-        settings = receiver_settings(
-            SANDBOX, database, "http://127.0.0.1:9", tmp_path, handlers=handlers or files
-        )
+        overrides = {"handlers": handlers or files, **(settings or {})}
+        settings = receiver_settings(SANDBOX, database, "http://127.0.0.1:9", tmp_path, **overrides)
         app = create_app(
             settings,
             clock=clock,
@@ -247,3 +249,33 @@ async def test_the_circuit_stops_the_deliverer_probes_once_per_opening_and_close
             assert await core.state(f"sess_circuit{n}") is CallState.DELIVERED
     finally:
         await stop_server(server)
+
+
+@pytest.mark.parametrize(
+    ("configured", "shares"),
+    [(None, (1.0, 0.5, 1.0)), ("0.25", (0.25, 0.25, 0.25))],
+    ids=["auto", "fixed"],
+)
+async def test_replicas_split_the_rate_limit_unless_a_share_is_set(
+    make_core: CoreFactory, configured: str | None, shares: tuple[float, float, float]
+) -> None:
+    core = await make_core(settings={"kallglot_rate_share": configured})
+    maintenance = core.loop(Maintenance)
+    store = core.runtime.http.store
+    budget = core.starter.starting.kallglot.throttle.budget
+
+    # (what another replica does before the pass, replicas counted, this replica's share)
+    table = [
+        (None, 1, shares[0]),
+        ("heartbeat", 2, shares[1]),  # another serve on the same store says it is alive
+        ("quiet 25 s", 1, shares[2]),  # it said nothing for longer than REPLICA_TTL: not counted
+    ]
+    for other, replicas, share in table:
+        if other == "heartbeat":
+            assert await store.replicas_alive("another-replica", core.clock(), 20.0) == 2
+        elif other is not None:
+            core.clock.advance(25.0)
+        await core.step(maintenance)
+        assert await core.metric("receiver_replicas") == replicas, other
+        assert await core.metric("kallglot_api_rate_share") == pytest.approx(share), other
+        assert budget.share == pytest.approx(share), other

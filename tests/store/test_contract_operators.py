@@ -219,3 +219,16 @@ async def test_attempts_are_kept_per_call_in_order_and_go_with_the_call(store: S
         ("delivery", "retry", 503, T + 10, None),
     ]
     assert await store.list_attempts("sess_gone") == []
+
+
+async def test_replicas_count_each_other_until_one_goes_quiet_or_leaves(backend: Backend) -> None:
+    store, other = backend.store, backend.other
+    assert await store.replicas_alive("r1", T, 20) == 1
+    assert await other.replicas_alive("r2", T + 1, 20) == 2
+    assert await store.replicas_alive("r1", T + 5, 20) == 2  # a heartbeat is not a second replica
+    # r2 said nothing for longer than the ttl: r1 stops counting it
+    assert await store.replicas_alive("r1", T + 22, 20) == 1
+    assert await other.replicas_alive("r2", T + 23, 20) == 2  # it speaks again: counted again
+    await other.replica_gone("r2")
+    assert await store.replicas_alive("r1", T + 24, 20) == 1
+    await other.replica_gone("nobody")  # forgetting an unknown replica is no error

@@ -215,3 +215,17 @@ def test_an_older_answer_does_not_raise_the_budget_within_a_window() -> None:
 
     budget.take(NOW)
     assert budget.next_at(NOW) == NOW + 10  # nothing left until the reset
+
+
+def test_a_smaller_share_widens_the_gap_and_a_share_out_of_range_is_refused() -> None:
+    budget = Budget(margin=0.0)
+    budget.observe(RateLimit(limit=10, remaining=9, reset_at=NOW + 2), budget.take(NOW), NOW, NOW)
+    assert budget.spacing() == pytest.approx(0.2)
+    budget.share = 0.5  # a second replica joined: half the organisation's limit is ours
+    assert budget.spacing() == pytest.approx(0.4)
+    budget.share = 1.0  # it left
+    assert budget.spacing() == pytest.approx(0.2)
+    for wrong in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="rate share"):
+            budget.share = wrong
+    assert budget.share == 1.0

@@ -69,6 +69,8 @@ def test_comma_separated_secrets_allow_rotation(monkeypatch: pytest.MonkeyPatch)
         ({"RECEIVER_HANDLERS": "[not json"}, "RECEIVER_HANDLERS"),
         ({"RECEIVER_MAX_BODY_BYTES": "ten"}, "RECEIVER_MAX_BODY_BYTES"),
         ({"RECEIVER_CONFIG_FILE": "/nonexistent/config.yaml"}, "RECEIVER_CONFIG_FILE"),
+        ({"RECEIVER_KALLGLOT_RATE_SHARE": "2"}, "RECEIVER_KALLGLOT_RATE_SHARE"),
+        ({"RECEIVER_KALLGLOT_RATE_SHARE": "half"}, "RECEIVER_KALLGLOT_RATE_SHARE"),
     ],
 )
 def test_a_wrong_setting_is_one_line_naming_it(
@@ -132,3 +134,14 @@ def test_bad_handler_entries_are_named(handlers: list[object], fragment: str) ->
     with pytest.raises(ConfigError) as caught:
         parse_handlers(handlers)
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "share"), [(None, None), ("", None), ("auto", None), (" AUTO ", None), ("0.5", 0.5)]
+)
+def test_the_rate_share_is_counted_unless_a_number_fixes_it(
+    monkeypatch: pytest.MonkeyPatch, raw: str | None, share: float | None
+) -> None:
+    if raw is not None:
+        monkeypatch.setenv("RECEIVER_KALLGLOT_RATE_SHARE", raw)
+    assert load_settings().kallglot_rate_share == share
