@@ -32,8 +32,9 @@ OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 #: Short, because it is renewed while the start is in hand (a dead replica's calls are taken over soon).
 START_LEASE = 30.0
 POLL_LEASE = 60.0
-#: A replica not seen for this long is no longer counted (Maintenance says it is alive every 5 s).
-REPLICA_TTL = 20.0
+#: A replica not seen for this long is no longer counted (Maintenance says it is alive every 5 s;
+#: counting a dead one a while only leaves budget unused, missing a live one risks 429s).
+REPLICA_TTL = 30.0
 
 
 class Loop:

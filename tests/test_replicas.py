@@ -330,7 +330,7 @@ async def test_three_replicas_one_killed_midway_start_each_call_once_and_deliver
             await _wait_until(all_delivered, 400, "every call delivered", interval=1.0)
             # the killed replica said nothing for longer than REPLICA_TTL: the others stop counting it
             assert await _wait_until(
-                lambda: _eq(_replicas_counted(pg_empty_database), 2), 30, "the killed replica forgotten"
+                lambda: _eq(_replicas_counted(pg_empty_database), 2), 45, "the killed replica forgotten"
             )
             stats = await _sandbox_stats(http, f)
         except BaseException:
