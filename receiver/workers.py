@@ -338,5 +338,8 @@ class Maintenance(Loop):
                 sentry_sdk.capture_exception(exc)
                 log.exception("maintenance.crashed")
             await _wait_any(stop, self.wakeup, self.tick, ignore_wakeup=True)
-        with contextlib.suppress(Exception):  # the others stop counting this one at once
-            await self.store.replica_gone(OWNER)
+        # The others stop counting this one at once (bounded: a store that is down must not hold up
+        # the shutdown; its row then expires after REPLICA_TTL).
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await self.store.replica_gone(OWNER)

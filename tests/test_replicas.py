@@ -336,6 +336,8 @@ async def test_three_replicas_one_killed_midway_start_each_call_once_and_deliver
         except BaseException:
             print(f.logs())
             raise
+    f.stop()  # SIGTERM: each survivor leaves the count as it shuts down, long before REPLICA_TTL
+    assert await _replicas_counted(pg_empty_database) == 0
 
     charged = stats["charged_by_session"]
     assert len(charged) == calls
