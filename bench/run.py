@@ -43,6 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -737,14 +738,31 @@ def ratelimit_once(
     ]  # fmt: skip
     env = args.receiver_env | {"RECEIVER_POLL_AFTER_SECONDS": "1"}
     stack = Stack(
-        procs, args.database, 1, tag, credits=100_000_000, extra_env=env, sandbox_args=sandbox_args
+        procs,
+        args.database,
+        args.replicas,
+        tag,
+        credits=100_000_000,
+        extra_env=env,
+        sandbox_args=sandbox_args,
     ).start()
+
+    def spread(count: int) -> None:
+        """The backlog split over the replicas, which share the organisation's limit between them."""
+        with ThreadPoolExecutor(len(stack.ports)) as pool:
+            parts = [
+                pool.submit(send_backlog, port, count // len(stack.ports) + 1, f"{tag}r{i}")
+                for i, port in enumerate(stack.ports)
+            ]
+            for part in parts:
+                part.result()
+
     try:
-        result = ratelimit.measure(shape, stack.sandbox_stats, lambda n: send_backlog(stack.ports[0], n, tag))
+        result = ratelimit.measure(shape, stack.sandbox_stats, spread)
         stack.check_alive()
     finally:
         stack.stop()
-    return result
+    return result | {"replicas": args.replicas}
 
 
 # --- (b)/(c) pipeline -------------------------------------------------------------------------
@@ -1302,8 +1320,9 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{s['calls_per_s']:.1f} calls/s",
             )
     for r in report.get("ratelimit", []):
+        replicas = r.get("replicas", 1)
         add(
-            f"rate budget {r['shape']}: >= 95% used, < 1% 429s",
+            f"rate budget {r['shape']}{f' ({replicas} replicas)' if replicas > 1 else ''}: >= 95% used, < 1% 429s",
             r["use"] >= ratelimit.TARGET_USE and r["share_429"] < ratelimit.TARGET_429,
             f"{r['use']:.1%} of {r['allowed_per_s']:.2f}/s, {r['share_429']:.2%} 429s, {r['starts_per_s']:.2f} starts/s",
         )
