@@ -147,7 +147,7 @@ REPLICA_SEEN = (
     " ON CONFLICT (replica_id) DO UPDATE SET seen_at = EXCLUDED.seen_at"
 )
 REPLICAS_FORGET = "DELETE FROM replicas WHERE seen_at < ?"
-REPLICAS_ALIVE = "SELECT count(*) FROM replicas WHERE seen_at >= ?"
+REPLICAS_ALIVE = "SELECT count(*) FROM replicas"  # after REPLICAS_FORGET: the live ones
 REPLICA_GONE = "DELETE FROM replicas WHERE replica_id = ?"
 
 PENDING_BY_HANDLER = f"SELECT handler, count(*), min(created_at) FROM deliveries WHERE state = {sql_value(DeliveryState.PENDING)} GROUP BY handler"

@@ -134,7 +134,7 @@ class PostgresOperations:
         async with self._transaction() as conn:
             await conn.execute(_n(ops.REPLICA_SEEN), replica_id, now)
             await conn.execute(_n(ops.REPLICAS_FORGET), now - ttl)
-            return int(await conn.fetchval(_n(ops.REPLICAS_ALIVE), now - ttl))
+            return int(await conn.fetchval(ops.REPLICAS_ALIVE))
 
     async def replica_gone(self, replica_id: str) -> None:
         async with self._conn() as conn:

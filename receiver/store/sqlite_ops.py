@@ -116,7 +116,7 @@ class SQLiteOperations:
         def op(conn: sqlite3.Connection) -> int:
             conn.execute(ops.REPLICA_SEEN, (replica_id, now))
             conn.execute(ops.REPLICAS_FORGET, (now - ttl,))
-            return int(conn.execute(ops.REPLICAS_ALIVE, (now - ttl,)).fetchone()[0])
+            return int(conn.execute(ops.REPLICAS_ALIVE).fetchone()[0])
 
         return await self._run(op)
 
