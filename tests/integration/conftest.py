@@ -15,6 +15,7 @@ from receiver.sandbox import Sandbox
 from tests.integration.harness import (
     Sink,
     Stack,
+    collect_abandoned_sockets,
     receiver_settings,
     sandbox_config,
     start_listener,
@@ -39,6 +40,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def make_stack(tmp_path: Path, database: str) -> AsyncIterator[StackFactory]:
     """``await make_stack(sandbox={knobs}, receiver={settings})``: everything stops at the test's end."""
     async with AsyncExitStack() as exits:
+        exits.callback(collect_abandoned_sockets)  # last, once every server has stopped
 
         async def make(sandbox: dict[str, Any] | None = None, **receiver: Any) -> Stack:
             sink = Sink()

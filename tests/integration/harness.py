@@ -7,9 +7,11 @@ sandbox sends signed webhooks to the receiver over HTTP. Tests drive it only thr
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,19 @@ from tests.sandbox.support import stop_server  # noqa: F401 (re-exported for the
 INBOUND_SECRET = "whsec_dGVzdC1pbmJvdW5kLXNlY3JldC0xMjM0NQ=="
 SINK_SECRET = "whsec_c2luay1zZWNyZXQtZm9yLXRlc3RzLTEyMzQ1"
 ADMIN_TOKEN = "test-admin-token"
+
+
+def collect_abandoned_sockets() -> None:
+    """Collect, now and quietly, the client sockets of requests cancelled at a test's teardown.
+
+    Stopping a stack cancels requests in flight (the sandbox's webhook attempts, the receiver's
+    Kallglot calls); a connection whose request was cancelled mid-flight may be left for the garbage
+    collector to close, and Python then reports an unclosed socket. Collected later, that report
+    would fail whichever test happens to be running, so each stack's teardown collects its own.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 async def start_server(app: Any, *, lifespan: str = "on") -> tuple[uvicorn.Server, str]:

@@ -23,6 +23,7 @@ from tests.integration.harness import (
     ADMIN_TOKEN,
     Sink,
     build_kallglot_body,
+    collect_abandoned_sockets,
     sandbox_config,
     sign_kallglot_headers,
     start_server,
@@ -127,6 +128,7 @@ async def world(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             receiver.process.wait()
         await stop_server(box_server)
         await stop_server(sink_server)
+        collect_abandoned_sockets()
 
 
 async def _send(client: httpx.AsyncClient, url: str, session_id: str) -> int:
