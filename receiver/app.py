@@ -49,7 +49,7 @@ from receiver.usecases import (
     Wakeups,
 )
 from receiver.version import VERSION
-from receiver.workers import Deliverer, Loop, Maintenance, Poller, Starter
+from receiver.workers import Deliverer, Heartbeat, Loop, Maintenance, Poller, Starter
 
 log = logging.getLogger("receiver")
 
@@ -210,7 +210,7 @@ def build_kallglot(
 
 
 def share_rate_limit(settings: Settings, kallglot: KallglotClient, metrics: Metrics) -> Callable[[int], None]:
-    """What Maintenance does with the number of live replicas: unless RECEIVER_KALLGLOT_RATE_SHARE
+    """What the heartbeat does with the number of live replicas: unless RECEIVER_KALLGLOT_RATE_SHARE
     fixes it, this replica's part of the organisation's rate limit is 1/N."""
     budget = kallglot.throttle.budget
     metrics.rate_share.set(budget.share)
@@ -278,11 +278,12 @@ def build_loops(
     metrics: Metrics,
     clock: Callable[[], float],
     worker_tick: float,
-    on_replicas: Callable[[int], None],
+    heartbeat: Heartbeat,
 ) -> list[Loop]:
     """The background loops: each asks its use case for due work; maintenance trims the store."""
     wakeups = cases.wakeups
     return [
+        heartbeat,
         Starter(cases.starting, wakeups, tick=worker_tick, concurrency=settings.start_concurrency),
         Poller(cases.following, wakeups, tick=worker_tick, concurrency=settings.poll_concurrency),
         Deliverer(cases.delivering, wakeups, tick=worker_tick),
@@ -294,7 +295,6 @@ def build_loops(
             event_retention=settings.event_retention_hours * 3600,
             call_retention=settings.retention_days * 86400,
             session_memory=settings.session_memory_days * 86400,
-            on_replicas=on_replicas,
         ),
     ]
 
@@ -366,16 +366,9 @@ def create_app(
         )
         await app.state.telephony.refresh_unmatched()
         app.state.http = build_http_state(settings, cases, db, handlers, metrics, clock)
-        loops = build_loops(
-            settings,
-            cases,
-            db,
-            handlers,
-            metrics,
-            clock,
-            worker_tick,
-            share_rate_limit(settings, kallglot, metrics),
-        )
+        heartbeat = Heartbeat(db, metrics, clock, share_rate_limit(settings, kallglot, metrics))
+        await heartbeat.first_beat()  # this replica's share is right before its first request
+        loops = build_loops(settings, cases, db, handlers, metrics, clock, worker_tick, heartbeat)
         runtime = start_loops(loops, metrics, app.state.http, settings.shutdown_grace_seconds)
         app.state.runtime = runtime
         log.info("receiver.started", extra={"handlers": handlers, "trigger": settings.trigger})

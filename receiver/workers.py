@@ -1,4 +1,5 @@
-"""Background loops: start analyses, poll overdue ones, deliver the outbox, keep gauges and prune.
+"""Background loops: start analyses, poll overdue ones, deliver the outbox, keep gauges and prune,
+and count the replicas.
 
 Each loop has ``run_once()`` (ask its use case for due work, launch it within its concurrency) and ``run(stop)``;
 it sleeps until its wake-up event fires or a tick passes. Work is claimed with a lease, so a killed
@@ -32,9 +33,12 @@ OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 #: Short, because it is renewed while the start is in hand (a dead replica's calls are taken over soon).
 START_LEASE = 30.0
 POLL_LEASE = 60.0
-#: A replica not seen for this long is no longer counted (Maintenance says it is alive every 5 s;
-#: counting a dead one a while only leaves budget unused, missing a live one risks 429s).
-REPLICA_TTL = 30.0
+#: Every replica says it is alive this often, and counts the others as it does: a replica that
+#: comes or goes changes everybody's share of the Kallglot rate limit within this time.
+REPLICA_BEAT = 2.0
+#: A replica not heard of for this long is no longer counted (seven missed beats: counting a dead
+#: one a while only leaves budget unused, missing a live one risks 429s).
+REPLICA_TTL = 15.0
 
 
 class Loop:
@@ -277,11 +281,8 @@ class Maintenance(Loop):
         call_retention: float,
         prune_every: float = 600.0,
         session_memory: float | None = None,
-        on_replicas: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(asyncio.Event(), tick=5.0, concurrency=1)
-        #: Told how many replicas are alive on every run (they share the Kallglot rate limit).
-        self.on_replicas = on_replicas
         self.store = store
         self.metrics = metrics
         self.handlers = handlers
@@ -295,10 +296,6 @@ class Maintenance(Loop):
 
     async def run_once(self) -> int:
         now = self.clock()
-        replicas = await self.store.replicas_alive(OWNER, now, REPLICA_TTL)
-        self.metrics.replicas.set(replicas)
-        if self.on_replicas is not None:
-            self.on_replicas(replicas)
         stats = await self.store.stats(now)
         self.metrics.apply_stats(stats, self.handlers)
         self.metrics.store_up.set(1)
@@ -338,6 +335,39 @@ class Maintenance(Loop):
                 sentry_sdk.capture_exception(exc)
                 log.exception("maintenance.crashed")
             await _wait_any(stop, self.wakeup, self.tick, ignore_wakeup=True)
+
+
+class Heartbeat(Loop):
+    """Says every ``REPLICA_BEAT`` seconds that this serve is alive, and counts the serves alive on
+    the same store: they share the organisation's Kallglot rate limit (``on_replicas``)."""
+
+    name = "heartbeat"
+
+    def __init__(
+        self, store: Store, metrics: Metrics, clock: Callable[[], float], on_replicas: Callable[[int], None]
+    ) -> None:
+        super().__init__(asyncio.Event(), tick=REPLICA_BEAT, concurrency=1)
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.on_replicas = on_replicas
+
+    async def run_once(self) -> int:
+        replicas = await self.store.replicas_alive(OWNER, self.clock(), REPLICA_TTL)
+        self.metrics.replicas.set(replicas)
+        self.on_replicas(replicas)
+        return 0
+
+    async def first_beat(self) -> None:
+        """Before the first request to Kallglot, so that a replica joining takes its share at once.
+        A store that does not answer yet is no reason not to start: the loop beats again."""
+        try:
+            await self.run_once()
+        except StoreError as exc:
+            log.warning("heartbeat.store_unavailable", extra={"error": str(exc)})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await super().run(stop)
         # The others stop counting this one at once (bounded: a store that is down must not hold up
         # the shutdown; its row then expires after REPLICA_TTL).
         with contextlib.suppress(Exception):
