@@ -106,7 +106,10 @@ class Budget:
     ``W / (L * share)`` apart, which fills every window without a burst at its start; the last
     known limit carries into the next window instead of starting each one blind. Until anything
     is known, one request at a time probes. ``share`` is this replica's part of the
-    organisation's limit (1/N for N replicas).
+    organisation's limit (1/N for N replicas): of the count left in a window it plans with its
+    share only (the others spend theirs), and a window another replica opened is known to have
+    opened by the time our first answer in it came, which bounds its end closer than the
+    whole-second reset.
 
     ``take`` hands out a ticket; ``observe`` needs it so that answers arriving out of order are
     corrected for the requests sent after them. A 429 blocks everyone until ``Retry-After`` and
@@ -122,8 +125,9 @@ class Budget:
         self._probe: int | None = None  # ticket of the probe in flight
         self._reset_header: float | None = None  # the current window's X-RateLimit-Reset
         self._last_header = float("-inf")  # the newest X-RateLimit-Reset seen
-        self._opened_at: float | None = None  # when the request that opened it was sent
+        self._opened_at: float | None = None  # when the request that opened it was sent (see _exact)
         self._opened_answered = 0.0  # … and when its answer came
+        self._exact = False  # _opened_at is the opener's; else the window had opened by then
         self._floor = 0.0  # the window is longer than this (lower bound, see _bisect)
         self._remaining: float | None = None
         self._sent = 0
@@ -181,7 +185,7 @@ class Budget:
             # A new window: carry the last known limit into it rather than starting blind.
             self._reset_header = self._opened_at = None
             known = self._limit is not None and self._window is not None
-            self._remaining = float(self._limit or 0) if known else None
+            self._remaining = (self._limit or 0) * self._share if known else None
 
     def next_at(self, now: float) -> float | None:
         """When the next request may go; None while a probe is in flight (wait for its answer)."""
@@ -232,14 +236,17 @@ class Budget:
             # reset bounds the length from above and from below.
             self._shorten(rate.reset_at - sent_at)
             self._floor = max(self._floor, rate.reset_at - 1 - now)
-        after = float(rate.remaining - (self._sent - ticket))
+        # Our part of what is left (the other replicas spend theirs), less what we sent since.
+        after = rate.remaining * self._share - (self._sent - ticket)
         opener = rate.remaining == (self._limit or 0) - 1
         if rate.reset_at > self._last_header:
-            if opener and self._opened_at is not None:
+            if opener and self._opened_at is not None and self._exact:
                 # It opened the next window, so the last one had ended by now: not longer than this.
                 self._shorten(now - self._opened_at)
             self._last_header = self._reset_header = rate.reset_at
-            self._opened_at = sent_at if opener else None
+            # Another client (a replica) opened it: it had opened by the time this answer came, which
+            # bounds its end better than the whole-second reset does.
+            self._opened_at, self._exact = (sent_at, True) if opener else (now, False)
             self._opened_answered = now
             self._remaining = after
         elif rate.reset_at == self._reset_header:
@@ -249,7 +256,7 @@ class Budget:
             # Answers to concurrent requests arrive out of order: an older (higher) count must
             # not undo the requests sent since, so within a window only the lowest count counts.
             if opener:
-                self._opened_at, self._opened_answered = sent_at, now
+                self._opened_at, self._opened_answered, self._exact = sent_at, now, True
             self._remaining = after if self._remaining is None else min(self._remaining, after)
         self._slowdown = max(1.0, self._slowdown * 0.98)
 

@@ -82,17 +82,20 @@ def _simulate(
     seed: int = 1,
     others: float = 0.0,
     jitter: float = 0.01,
+    replicas: int = 1,
 ) -> tuple[float, int, int]:
     """A backlog through ``Budget`` against the sandbox's fixed window, on a virtual clock.
 
-    16 requests may be in flight; each way takes 10 ms plus up to ``jitter``. ``others`` is the rate (per second) at
-    which another client spends from the same window. Returns (share of the allowed rate used by
-    us, 2xx, 429).
+    ``replicas`` budgets of ``share`` each spend from the one window, each with 16 requests in
+    flight at most; each way takes 10 ms plus up to ``jitter``. ``others`` is the rate (per second)
+    at which another client spends from the same window. Returns (share of the allowed rate used by
+    the replicas together, 2xx, 429).
     """
     rng = random.Random(seed)
-    budget, server = Budget(share=share), FixedWindow()
+    budgets, server = [Budget(share=share) for _ in range(replicas)], FixedWindow()
     now, end = NOW + 0.3, NOW + 0.3 + duration
-    pending: list[tuple[float, int, float, Quota]] = []
+    pending: list[tuple[float, int, int, float, Quota]] = []  # (answered at, replica, ticket, sent at, quota)
+    in_flight = [0] * replicas
     ok = refused = 0
     next_other = now if others else math.inf
     while now < end:
@@ -100,22 +103,26 @@ def _simulate(
             server.take(next_other, limit, window)
             next_other += 1 / others
         while pending and pending[0][0] <= now:
-            at, ticket, sent_at, quota = heapq.heappop(pending)
+            at, replica, ticket, sent_at, quota = heapq.heappop(pending)
+            in_flight[replica] -= 1
             headers = {k.lower(): v for k, v in quota.headers().items()}
-            budget.observe(parse_rate_limit(headers, at), ticket, sent_at, at)
+            budgets[replica].observe(parse_rate_limit(headers, at), ticket, sent_at, at)
             if not quota.allowed:
-                budget.refused(max(1.0, math.ceil(quota.retry_after)), at)
-        due = budget.next_at(now) if len(pending) < 16 else None
-        if due is None or due > now:
-            candidates = [t for t in (due, pending[0][0] if pending else None, next_other) if t is not None]
+                budgets[replica].refused(max(1.0, math.ceil(quota.retry_after)), at)
+        dues = [b.next_at(now) if in_flight[i] < 16 else None for i, b in enumerate(budgets)]
+        ready = [i for i, due in enumerate(dues) if due is not None and due <= now]
+        if not ready:
+            candidates = [t for t in (*dues, pending[0][0] if pending else None, next_other) if t is not None]
             now = min(candidates)
             continue
-        ticket = budget.take(now)
-        arrival = now + 0.01 + rng.random() * jitter
-        quota = server.take(arrival, limit, window)
-        ok, refused = (ok + 1, refused) if quota.allowed else (ok, refused + 1)
-        heapq.heappush(pending, (arrival + 0.01 + rng.random() * jitter, ticket, now, quota))
-    return ok / (duration * limit * share / window), ok, refused
+        for replica in ready:
+            ticket = budgets[replica].take(now)
+            in_flight[replica] += 1
+            arrival = now + 0.01 + rng.random() * jitter
+            quota = server.take(arrival, limit, window)
+            ok, refused = (ok + 1, refused) if quota.allowed else (ok, refused + 1)
+            heapq.heappush(pending, (arrival + 0.01 + rng.random() * jitter, replica, ticket, now, quota))
+    return ok / (duration * limit * share * replicas / window), ok, refused
 
 
 @pytest.mark.parametrize(
@@ -142,6 +149,54 @@ def test_half_a_budget_per_replica_leaves_room_for_the_other() -> None:
 
     assert refused <= 2
     assert used >= 0.85
+
+
+@pytest.mark.parametrize("replicas", [2, 3, 6])
+@pytest.mark.parametrize(
+    ("limit", "window", "duration", "least"),
+    [
+        pytest.param(10, 2.0, 60, 0.80, id="10 per 2 s"),
+        pytest.param(60, 60.0, 600, 0.95, id="60 per 60 s"),
+        pytest.param(600, 60.0, 600, 0.95, id="600 per 60 s"),
+    ],
+)
+def test_replicas_taking_one_share_each_spend_one_budget_without_a_429(
+    replicas: int, limit: int, window: float, duration: float, least: float
+) -> None:
+    used, _, refused = _simulate(limit, window, duration, share=1 / replicas, replicas=replicas)
+
+    assert refused == 0
+    assert least <= used <= 1.0
+
+
+def test_a_replica_counts_only_its_share_of_what_is_left() -> None:
+    budget = Budget(share=0.5, margin=0.0)
+    budget.observe(RateLimit(limit=10, remaining=9, reset_at=NOW + 2), budget.take(NOW), NOW, NOW)
+    ticket = budget.take(NOW + 0.2)
+    # Four left for both replicas when this was counted: two are ours.
+    budget.observe(RateLimit(limit=10, remaining=4, reset_at=NOW + 2), ticket, NOW + 0.2, NOW + 0.2)
+    before_reset = 0
+    while (due := budget.next_at(NOW + 0.2)) is not None and due < NOW + 2:
+        budget.take(due)
+        before_reset += 1
+
+    assert before_reset == 2  # the other two are the other replica's
+
+
+def test_a_window_another_replica_opened_ends_a_window_after_our_first_answer_in_it() -> None:
+    budget = Budget(margin=0.0)
+    budget.observe(RateLimit(limit=10, remaining=9, reset_at=NOW + 2), budget.take(NOW), NOW, NOW)
+    assert budget.window == 2.0
+    for _ in range(9):  # the rest of the first window: nothing is left
+        budget.take(NOW + 1)
+    # Someone else opened the next window (three requests counted before ours) at 2.1; the header
+    # says second 5, but it had opened by 2.3, when this answer came: it ends by 4.3.
+    late = budget.take(NOW + 2.25)
+    budget.observe(RateLimit(limit=10, remaining=6, reset_at=NOW + 5), late, NOW + 2.25, NOW + 2.3)
+    for _ in range(6):
+        budget.take(NOW + 2.3)
+
+    assert budget.next_at(NOW + 2.3) == pytest.approx(NOW + 4.3, abs=1e-6)
 
 
 def test_another_client_spending_the_same_budget_causes_no_429_storm() -> None:
